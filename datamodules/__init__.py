@@ -1,0 +1,1 @@
+"""LightningDataModules shared by all families, selected with ``data=NAME``."""

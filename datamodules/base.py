@@ -1,0 +1,197 @@
+"""In-memory data modules shared by every family.
+
+All data sets used by genbench fit in memory (MNIST, CIFAR-10, the 2-D benchmarks), so
+they are held as tensors and batches are gathered by one indexing operation instead of
+``batch_size`` calls to ``__getitem__`` plus a collate.
+
+Images are stored as ``uint8`` and mapped to [-1, 1] after the batch reaches its device
+(``on_after_batch_transfer``): a quarter of the host memory and of the transfer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+def uint8_to_unit(x: Tensor) -> Tensor:
+    """Map 8-bit images {0, ..., 255} to [-1, 1], as Ho et al. 2020 (§4) scale their data."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+class TensorPairs(Dataset):
+    """``(x[i], y[i])`` pairs; a list of indices is fetched in one go (``__getitems__``)."""
+
+    def __init__(self, x: Tensor, y: Tensor):
+        assert len(x) == len(y)
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.x[idx], self.y[idx]
+
+
+def _already_batched(batch: Any) -> Any:
+    return batch
+
+
+def stratified_split(labels: Tensor, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Indices of a train/val split holding ``val_fraction`` of every class."""
+    train, val = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_val = int(round(len(idx) * val_fraction))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    train_idx = torch.cat(train).sort().values
+    val_idx = torch.cat(val).sort().values
+    return train_idx, val_idx
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Base of every genbench data module.
+
+    Args:
+        batch_size: batch size of the train and validation loaders.
+        num_workers: loader worker processes; 0 is fastest for in-memory tensors.
+        split_seed: seed of the train/val split and of sampled data sets. It is fixed
+            independently of the run's ``seed`` so every family and seed sees the same split.
+        kind: ``"image"`` or ``"points"`` (metadata used by the configs, checked here).
+        shape: expected shape of one sample (metadata used by the configs, checked here).
+
+    Subclasses implement :meth:`load` returning ``(x_train, y_train, x_val, y_val)``.
+    """
+
+    name: str = "base"
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        split_seed: int = 0,
+        kind: str | None = None,
+        shape: Sequence[int] | None = None,
+        **_: Any,
+    ):
+        super().__init__()
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.split_seed = int(split_seed)
+        self.kind = kind
+        self.expected_shape = tuple(shape) if shape is not None else None
+        self.x_train: Tensor | None = None
+        self.y_train: Tensor | None = None
+        self.x_val: Tensor | None = None
+        self.y_val: Tensor | None = None
+
+    # --- to implement -----------------------------------------------------------------
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind != "points"
+
+    # --- Lightning hooks --------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.x_train is not None:
+            return
+        x_train, y_train, x_val, y_val = self.load()
+        shape = tuple(x_train.shape[1:])
+        if self.expected_shape is not None and shape != self.expected_shape:
+            raise ValueError(f"{self.name}: data has shape {shape}, config says data.shape={list(self.expected_shape)}")
+        self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.x_train, self.y_train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.x_val, self.y_val, shuffle=False)
+
+    def _loader(self, x: Tensor, y: Tensor, shuffle: bool) -> DataLoader:
+        # The shuffling generator is seeded by Lightning's ``seed_everything`` (through
+        # torch's global RNG) so the data order is part of the run's reproducible state.
+        return DataLoader(
+            TensorPairs(x, y),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(x) >= self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_already_batched,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        if x.dtype == torch.uint8:
+            x = uint8_to_unit(x)
+        return x, y
+
+    # --- what evaluation uses -----------------------------------------------------------
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        if self.expected_shape is not None:
+            return self.expected_shape
+        self.setup()
+        return tuple(self.x_train.shape[1:])
+
+    def real_samples(self, split: str = "val", n: int | None = None) -> Tensor:
+        """Real samples of ``split`` (``"train"`` or ``"val"``) in the models' data range.
+
+        Args:
+            split: which split; evaluation compares samples against ``"val"`` by default.
+            n: the first ``n`` samples (the split order is fixed by ``split_seed``); all if None.
+        Returns:
+            float tensor ``[n, *data_shape]`` (images in [-1, 1]).
+        """
+        self.setup()
+        if split not in ("train", "val"):
+            raise ValueError(f"split={split!r}: must be 'train' or 'val'")
+        x = self.x_train if split == "train" else self.x_val
+        if n is not None:
+            if n > len(x):
+                raise ValueError(f"asked for {n} real samples of {self.name}/{split}, which has {len(x)}")
+            x = x[:n]
+        return uint8_to_unit(x) if x.dtype == torch.uint8 else x.float()
+
+    def real_labels(self, split: str = "val") -> Tensor:
+        self.setup()
+        return self.y_train if split == "train" else self.y_val
+
+    def fingerprint(self) -> str:
+        """A short hash of the data, used as a cache key by evaluation."""
+        import hashlib
+
+        self.setup()
+        h = hashlib.sha1()
+        for t in (self.x_train, self.y_train, self.x_val, self.y_val):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # --- configuration checks ---------------------------------------------------------
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        errors = []
+        bs = cfg.get("batch_size", 1)
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+            errors.append(f"data.batch_size={bs!r}: must be an integer >= 1")
+        nw = cfg.get("num_workers", 0)
+        if not isinstance(nw, int) or nw < 0:
+            errors.append(f"data.num_workers={nw!r}: must be an integer >= 0")
+        kind = cfg.get("kind")
+        if kind not in ("image", "points"):
+            errors.append(f"data.kind={kind!r}: must be 'image' or 'points'")
+        return errors

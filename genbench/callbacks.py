@@ -1,0 +1,64 @@
+"""Callbacks shared by every family."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class TrainStats(L.Callback):
+    """Counts training images and wall-clock time of ``fit``; logs ``perf/train_images_per_s``.
+
+    The clock starts at the first training batch (data loading and set-up are excluded) and
+    covers everything after it, validation included: it is the time a user waits.
+    """
+
+    def __init__(self, log_every_n_steps: int = 50):
+        self.log_every_n_steps = log_every_n_steps
+        self.images = 0
+        self.batches = 0
+        self.start: float | None = None
+        self.end: float | None = None
+        self.start_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start_step = trainer.global_step  # > 0 when resumed from a checkpoint
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        self.images += len(x) * trainer.world_size
+        self.batches += 1
+        if self.batches % self.log_every_n_steps == 0 and trainer.logger is not None:
+            pl_module.log("perf/train_images_per_s", self.images_per_s, rank_zero_only=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        if self.start is None:
+            return 0.0
+        return (self.end or time.perf_counter()) - self.start
+
+    @property
+    def images_per_s(self) -> float:
+        s = self.seconds
+        return self.images / s if s > 0 else 0.0
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Plain floats of Lightning's ``callback_metrics``."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v)
+        elif isinstance(v, (int, float)):
+            out[k] = float(v)
+    return dict(sorted(out.items()))

@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks; the LightningModules in ``models/`` hold the training logic."""
