@@ -21,6 +21,7 @@ from datamodules.base import InMemoryDataModule
 from genbench.errors import DatasetNotFoundError
 
 DEFAULT_ROOT = "~/.cache/genbench/data"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
@@ -34,6 +35,10 @@ class _CIFAR10Files(torchvision.datasets.CIFAR10):
     def _check_integrity(self) -> bool:
         base = Path(self.root) / self.base_folder
         return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        self.classes = list(CIFAR10_CLASSES)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
 class TorchvisionDataModule(InMemoryDataModule):

@@ -26,7 +26,7 @@ def configure_wandb_mode() -> str:
     Offline runs are real run directories (``<run_dir>/wandb/offline-run-*``) that
     ``wandb sync`` uploads later; nothing blocks on the network.
     """
-    if "WANDB_MODE" not in os.environ and not wandb_api_key_configured():
+    if not os.environ.get("WANDB_MODE") and not wandb_api_key_configured():
         os.environ["WANDB_MODE"] = "offline"
     return os.environ.get("WANDB_MODE", "online")
 

@@ -65,5 +65,6 @@ def tiny_config(tmp_path):
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a console script of this venv (e.g. ``genbench-train``) as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None removes a variable
     exe = str(BIN / args[0])
     return subprocess.run([exe, *args[1:]], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
