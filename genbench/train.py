@@ -60,6 +60,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
             continue
         if name == "lr_monitor" and not has_logger:
             continue  # LearningRateMonitor refuses to run without a logger
+        if name == "progress_bar" and not cfg.trainer.get("enable_progress_bar", True):
+            continue  # Lightning refuses a progress-bar callback when the bar is disabled
         callbacks.append(instantiate(node))
     return callbacks
 
