@@ -66,6 +66,40 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     return callbacks
 
 
+def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStats, ckpt_path: str | None) -> dict[str, Any]:
+    """The ``results.json`` record of a finished ``fit``."""
+    run_dir = Path(cfg.run_dir)
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if trainer.is_global_zero and not last_ckpt.exists():
+        trainer.save_checkpoint(last_ckpt)
+    return {
+        "genbench_version": __version__,
+        "family": model.family,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "parameters": count_parameters(model),
+        "steps": trainer.global_step,
+        "resumed_from": ckpt_path,
+        "start_step": stats.start_step,
+        "train_images": stats.images,
+        "train_time_s": round(stats.seconds, 3),
+        "train_images_per_s": round(stats.images_per_s, 2),
+        "metrics": scalar_metrics(trainer.callback_metrics),
+        "checkpoint": str(last_ckpt),
+        "run_dir": str(run_dir),
+        "config": model.run_config,
+    }
+
+
+def publish_results(loggers: list[Any], results: dict[str, Any]) -> None:
+    """Put the results record (without the config) in the W&B run summary, for ``genbench-compare --wandb``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary["results"] = {k: v for k, v in results.items() if k != "config"}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the ``results.json`` record (also written to ``run_dir``)."""
     run_dir = Path(cfg.run_dir)
@@ -85,35 +119,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     try:
+        for lg in loggers:
+            lg.log_hyperparams(model.run_config)  # the whole resolved config, so runs can be filtered by any key
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        results = collect_results(cfg, model, trainer, stats, ckpt_path)
+        if trainer.is_global_zero:
+            atomic_write_json(run_dir / "results.json", results)
+            publish_results(loggers, results)
+            log.info("results: %s", run_dir / "results.json")
+            log.info("checkpoint: %s", results["checkpoint"])
     finally:
         finish_wandb(loggers)
-
-    metrics = scalar_metrics(trainer.callback_metrics)
-    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if trainer.is_global_zero and not last_ckpt.exists():
-        trainer.save_checkpoint(last_ckpt)
-    results = {
-        "genbench_version": __version__,
-        "family": model.family,
-        "data": cfg.data.name,
-        "seed": cfg.seed,
-        "parameters": count_parameters(model),
-        "steps": trainer.global_step,
-        "resumed_from": ckpt_path,
-        "start_step": stats.start_step,
-        "train_images": stats.images,
-        "train_time_s": round(stats.seconds, 3),
-        "train_images_per_s": round(stats.images_per_s, 2),
-        "metrics": metrics,
-        "checkpoint": str(last_ckpt),
-        "run_dir": str(run_dir),
-        "config": model.run_config,
-    }
-    if trainer.is_global_zero:
-        atomic_write_json(run_dir / "results.json", results)
-        log.info("results: %s", run_dir / "results.json")
-        log.info("checkpoint: %s", last_ckpt)
     return results
 
 

@@ -1,0 +1,199 @@
+"""``genbench-compare DIR... [--wandb PROJECT]``: one table for many runs.
+
+Collects the ``results.json`` of runs and multirun directories (searched recursively), groups
+them by (data, family) and reports mean ± std over seeds, as markdown and CSV.
+
+    genbench-compare multirun/2026-11-24_10-00-00
+    genbench-compare outputs/lecture/* --csv table.csv --markdown table.md
+    genbench-compare --wandb my-entity/genbench --group lecture_mnist5k
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genbench.errors import GenbenchError
+
+# (column, key in the flattened record, format, lower is better?)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("FID ↓", "fid", "{:.2f}"),
+    ("IS ↑", "is_mean", "{:.2f}"),
+    ("KID ↓", "kid_mean", "{:.4f}"),
+    ("precision ↑", "precision", "{:.3f}"),
+    ("recall ↑", "recall", "{:.3f}"),
+    ("NLL bits/dim ↓", "nll_bpd", "{:.3f}"),
+    ("modes", "modes_covered", "{:.1f}"),
+    ("high-quality %", "high_quality_pct", "{:.1f}"),
+    ("params (M)", "params_m", "{:.3f}"),
+    ("train time (s)", "train_time_s", "{:.1f}"),
+    ("train img/s", "train_images_per_s", "{:.0f}"),
+    ("sample img/s", "sample_images_per_s", "{:.1f}"),
+    ("NFE", "nfe", "{:.0f}"),
+]
+FAMILY_ORDER = {"gan": 0, "vae": 1, "ddpm": 2}
+
+
+def flatten(results: dict[str, Any]) -> dict[str, Any]:
+    """One flat record of a run's ``results.json`` (training facts + the final evaluation)."""
+    ev = results.get("eval") or {}
+    rec: dict[str, Any] = {
+        "family": results.get("family"),
+        "data": results.get("data"),
+        "seed": results.get("seed"),
+        "run_dir": results.get("run_dir"),
+        "status": results.get("status", "ok"),
+        "params_m": results["parameters"] / 1e6 if results.get("parameters") is not None else None,
+        "train_time_s": results.get("train_time_s"),
+        "train_images_per_s": results.get("train_images_per_s"),
+        "steps": results.get("steps"),
+    }
+    for key in ("fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "nll_bpd",
+                "sample_images_per_s", "nfe", "modes_covered", "high_quality_share", "num_samples", "features"):
+        if key in ev:
+            rec[key] = ev[key]
+    if rec.get("high_quality_share") is not None:
+        rec["high_quality_pct"] = 100 * rec["high_quality_share"]
+    return rec
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.name == "results.json":
+            files.append(p)
+        elif p.is_dir():
+            files.extend(sorted(p.rglob("results.json")))
+        else:
+            raise GenbenchError(f"{p}: neither a results.json file nor a directory")
+    return files
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    records = []
+    for f in find_results(paths):
+        try:
+            records.append(flatten(json.loads(f.read_text())))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            print(f"genbench-compare: skipping unreadable {f}: {e}", file=sys.stderr)
+    return records
+
+
+@dataclass
+class Group:
+    data: str
+    family: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def values(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+
+    def mean_std(self, key: str) -> tuple[float, float | None] | None:
+        """Mean and sample standard deviation (n − 1) over seeds; std is None for one seed."""
+        v = self.values(key)
+        if not v:
+            return None
+        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)
+
+
+def group_records(records: list[dict[str, Any]]) -> list[Group]:
+    groups: dict[tuple[str, str], Group] = {}
+    for r in records:
+        key = (str(r.get("data")), str(r.get("family")))
+        groups.setdefault(key, Group(*key)).records.append(r)
+    return sorted(groups.values(), key=lambda g: (g.data, FAMILY_ORDER.get(g.family, 9), g.family))
+
+
+def _cell(stat: tuple[float, float | None] | None, fmt: str) -> str:
+    if stat is None:
+        return "–"
+    mean, std = stat
+    return fmt.format(mean) if std is None else f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def active_columns(groups: list[Group]) -> list[tuple[str, str, str]]:
+    return [c for c in COLUMNS if any(g.values(c[1]) for g in groups)]
+
+
+def to_markdown(groups: list[Group]) -> str:
+    cols = active_columns(groups)
+    header = ["data", "family", "seeds"] + [c[0] for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        row = [g.data, g.family, str(len(g.records))] + [_cell(g.mean_std(key), fmt) for _, key, fmt in cols]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(groups: list[Group]) -> str:
+    cols = active_columns(groups)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["data", "family", "seeds"] + [f"{key}_{s}" for _, key, _ in cols for s in ("mean", "std")])
+    for g in groups:
+        row: list[Any] = [g.data, g.family, len(g.records)]
+        for _, key, _ in cols:
+            stat = g.mean_std(key)
+            row += ["", ""] if stat is None else [stat[0], "" if stat[1] is None else stat[1]]
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def wandb_records(project: str, group: str | None = None, api: Any = None) -> list[dict[str, Any]]:
+    """The same records from the W&B API (needs network and a key), from each run's summary."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    filters = {"group": group} if group else {}
+    records = []
+    for run in api.runs(project, filters=filters):
+        # genbench-train stores its results.json record (without the config) in the run summary
+        results = dict(run.summary).get("results")
+        if isinstance(results, dict) and results.get("family"):
+            records.append(flatten(results))
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="genbench-compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="*", help="run or multirun directories, or results.json files")
+    parser.add_argument("--wandb", metavar="PROJECT", help="read the runs of a W&B project (entity/project) instead")
+    parser.add_argument("--group", help="with --wandb: only this W&B group")
+    parser.add_argument("--markdown", metavar="FILE", help="also write the markdown table here")
+    parser.add_argument("--csv", metavar="FILE", help="also write the CSV table here")
+    args = parser.parse_args(argv)
+    if not args.dirs and not args.wandb:
+        parser.error("give run directories or --wandb PROJECT")
+    try:
+        records = wandb_records(args.wandb, args.group) if args.wandb else load_records(args.dirs)
+    except GenbenchError as e:
+        print(f"genbench-compare: error: {e}", file=sys.stderr)
+        return 2
+    if not records:
+        print("genbench-compare: error: no results.json found in " + ", ".join(args.dirs or [args.wandb]), file=sys.stderr)
+        return 2
+    groups = group_records(records)
+    md = to_markdown(groups)
+    print(md)
+    from genbench.io import atomic_write_bytes
+
+    if args.markdown:
+        atomic_write_bytes(args.markdown, md.encode())
+    if args.csv:
+        atomic_write_bytes(args.csv, to_csv(groups).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
