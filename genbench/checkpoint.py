@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from genbench import __version__
 from genbench.errors import GenbenchError
 from models.base import CHECKPOINT_KEY, GenerativeModule
 
@@ -30,10 +31,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = str(e)
+        if "Unsupported global" not in msg and "GLOBAL" not in msg:
+            raise CheckpointError(f"checkpoint {path}: corrupt or truncated (not a readable torch file)") from None
+        refused = next((line.strip() for line in msg.splitlines() if "Unsupported global" in line), "")
         raise CheckpointError(
             f"checkpoint {path}: refused to load: it holds objects that are not plain tensors and "
-            f"containers (loading it would run code from the file): {first}"
+            f"containers, and loading it would run code from the file ({refused or 'unsupported global'})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: corrupt or truncated ({type(e).__name__}: {e})") from None
@@ -42,13 +46,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(str(version).split(".")[:2])
+
+
+def check_checkpoint(ckpt: dict[str, Any], path: str | Path, family: str | None = None) -> dict[str, Any]:
+    """The checkpoint's genbench metadata, after checking its version (and family, if given)."""
+    meta = ckpt[CHECKPOINT_KEY]
+    version = str(meta.get("version", "unknown"))
+    if _major_minor(version) != _major_minor(__version__):
+        raise CheckpointError(
+            f"checkpoint {path}: written by genbench {version}, this is genbench {__version__}; "
+            f"checkpoints are compatible within the same major.minor version"
+        )
+    if family is not None and meta.get("family") != family:
+        raise CheckpointError(
+            f"checkpoint {path}: holds a {meta.get('family')!r} model, but this run trains model={family!r}"
+        )
+    return meta
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModule:
     """Rebuild the family's module from a checkpoint and load its weights (EMA included).
 
     Returns the module in eval mode on ``map_location``.
     """
     ckpt = read_checkpoint(path)
-    meta = ckpt[CHECKPOINT_KEY]
+    meta = check_checkpoint(ckpt, path)
     config = meta.get("config") or {}
     if "model" not in config:
         raise CheckpointError(f"checkpoint {path}: holds no model config")

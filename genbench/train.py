@@ -49,6 +49,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+def check_resume_checkpoint(ckpt_path: str | None, family: str) -> None:
+    """A resumed checkpoint must be a readable genbench checkpoint of this family and version."""
+    if ckpt_path is not None:
+        from genbench.checkpoint import check_checkpoint, read_checkpoint
+
+        check_checkpoint(read_checkpoint(ckpt_path), ckpt_path, family=family)
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
 
@@ -113,6 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model = instantiate(cfg.model, _convert_="all")  # plain lists/dicts: checkpoints load with weights_only=True
     model.run_config = resolved_config(cfg)
+    check_resume_checkpoint(ckpt_path, model.family)
 
     loggers = build_loggers(cfg)
     stats = TrainStats()
