@@ -46,6 +46,57 @@ def _already_batched(batch: Any) -> Any:
     return batch
 
 
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class EpochBatches:
+    """Seeded batches of indices: epoch ``e`` is a permutation drawn from ``(seed, e)``.
+
+    Each ``iter()`` is one epoch (Lightning iterates once per epoch and may stop before the
+    end, so no position is tracked here). Under DDP each rank takes every ``world_size``-th
+    batch of the same permutation, so the ranks together see each example once per epoch.
+    ``resume(batches_done)`` continues the stream where a checkpoint left off, even when
+    Lightning's own epoch count and the stream's differ (a run stopped by ``max_steps``).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.drop_last, self.seed = n, batch_size, shuffle, drop_last, seed
+        self.epoch = 0  # the epoch the next iter() yields
+        self.offset = 0  # batches of that epoch to skip (resume)
+
+    def _order(self, epoch: int) -> Tensor:
+        if not self.shuffle:
+            return torch.arange(self.n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def batches(self, epoch: int) -> list[Tensor]:
+        batches = list(self._order(epoch).split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        rank, world = _rank_and_world()
+        return batches[rank::world] if world > 1 else batches
+
+    def __len__(self) -> int:
+        return len(self.batches(0))
+
+    def __iter__(self):
+        epoch, offset = self.epoch, self.offset
+        self.offset = 0
+        if self.shuffle:
+            self.epoch += 1
+        for b in self.batches(epoch)[offset:]:
+            yield b.tolist()
+
+    def resume(self, batches_done: int) -> None:
+        """Continue the stream after ``batches_done`` batches (counted over all epochs, on this rank)."""
+        per_epoch = len(self)
+        self.epoch, self.offset = divmod(int(batches_done), per_epoch) if self.shuffle and per_epoch else (0, 0)
+
+
 def stratified_split(labels: Tensor, val_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Indices of a train/val split holding ``val_fraction`` of every class."""
     train, val = [], []
@@ -55,9 +106,9 @@ def stratified_split(labels: Tensor, val_fraction: float, generator: torch.Gener
         n_val = int(round(len(idx) * val_fraction))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
-    train_idx = torch.cat(train).sort().values
-    val_idx = torch.cat(val).sort().values
-    return train_idx, val_idx
+    # Classes interleaved in a seeded order, so the first n of a split are a fair sample of it.
+    train_idx, val_idx = torch.cat(train), torch.cat(val)
+    return train_idx[torch.randperm(len(train_idx), generator=generator)], val_idx[torch.randperm(len(val_idx), generator=generator)]
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -91,6 +142,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.split_seed = int(split_seed)
         self.kind = kind
         self.expected_shape = tuple(shape) if shape is not None else None
+        self._resume_state: dict[str, int] | None = None
         self.x_train: Tensor | None = None
         self.y_train: Tensor | None = None
         self.x_val: Tensor | None = None
@@ -121,17 +173,32 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._loader(self.x_val, self.y_val, shuffle=False)
 
     def _loader(self, x: Tensor, y: Tensor, shuffle: bool) -> DataLoader:
-        # The shuffling generator is seeded by Lightning's ``seed_everything`` (through
-        # torch's global RNG) so the data order is part of the run's reproducible state.
-        return DataLoader(
-            TensorPairs(x, y),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(x) >= self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=_already_batched,
-            persistent_workers=self.num_workers > 0,
-        )
+        # The order is a function of (run seed, epoch) and its position is saved in checkpoints
+        # (``state_dict`` below), so runs are reproducible and resume exactly; DDP ranks split
+        # the batches themselves (``use_distributed_sampler: false`` in conf/trainer).
+        seed = torch.initial_seed() % (2**31) if shuffle else 0
+        batches = EpochBatches(len(x), self.batch_size, shuffle=shuffle, drop_last=shuffle and len(x) >= self.batch_size,
+                               seed=seed)
+        if shuffle and self._resume_state:
+            batches.resume(self._resume_state["batches_done"])
+            self._resume_state = None
+        return DataLoader(TensorPairs(x, y), batch_sampler=batches, num_workers=self.num_workers,
+                          collate_fn=_already_batched, persistent_workers=self.num_workers > 0)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the training data stream stands: saved in checkpoints by Lightning.
+
+        Taken from Lightning's progress counter of training batches *processed* (over all
+        epochs), not from the loader, which has already prefetched the next batch when a
+        checkpoint is saved.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"batches_done": trainer.fit_loop.epoch_loop.batch_progress.total.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_state = dict(state) if state else None
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch

@@ -21,11 +21,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from evaluation.callback import build_eval_callback
 from genbench import __version__
-from genbench.callbacks import TrainStats, scalar_metrics
+from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
 from genbench.errors import ConfigError, GenbenchError
-from genbench.io import atomic_write_json
+from genbench.io import atomic_checkpoint_io, atomic_write_json
 from genbench.validate import validate
 from genbench.wandb_utils import configure_wandb_mode, finish_wandb
 
@@ -78,7 +79,9 @@ def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStat
     """The ``results.json`` record of a finished ``fit``."""
     run_dir = Path(cfg.run_dir)
     last_ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if trainer.is_global_zero and not last_ckpt.exists():
+    # ModelCheckpoint saves every n steps; the state at the end of training is always saved too
+    # (all ranks call it, the strategy writes once).
+    if trainer.global_step > 0:
         trainer.save_checkpoint(last_ckpt)
     return {
         "genbench_version": __version__,
@@ -125,13 +128,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     loggers = build_loggers(cfg)
     stats = TrainStats()
-    callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    eval_callback = build_eval_callback(cfg)  # None when eval.every_n_steps=0 and eval.final=false
+    callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats, RNGState()] + ([eval_callback] if eval_callback else [])
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                     plugins=[atomic_checkpoint_io()])
     try:
         for lg in loggers:
             lg.log_hyperparams(model.run_config)  # the whole resolved config, so runs can be filtered by any key
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         results = collect_results(cfg, model, trainer, stats, ckpt_path)
+        if eval_callback is not None:
+            eval_callback.add_results(results)  # final evaluation under "eval", last val/* into "metrics"
         if trainer.is_global_zero:
             atomic_write_json(run_dir / "results.json", results)
             publish_results(loggers, results)

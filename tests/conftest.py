@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ BIN = Path(sys.executable).parent
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Evaluation caches (feature classifiers, real statistics) go to a temporary directory, shared by the
+# tests of a machine; entries are keyed by everything they depend on, so sharing is safe.
+os.environ.setdefault("GENBENCH_CACHE", str(Path(tempfile.gettempdir()) / "genbench-test-cache"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough for a 2-core CI machine; every test can override any of these.
@@ -29,6 +33,7 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
     "~callbacks.progress_bar",
+    "eval.final=false",
 ]
 
 
@@ -50,6 +55,19 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "train
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for a test of many small tensor ops (restored afterwards).
+
+    On a busy 2-core machine two OpenMP threads per op can make small ops 100x slower (each
+    parallel region waits for a time slice); one thread is also as fast for small tensors.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

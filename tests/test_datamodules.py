@@ -24,6 +24,8 @@ def test_mnist5k_shapes_ranges_and_stratified_split():
     assert len(dm.x_train) == 4500 and len(dm.x_val) == 500
     # stratified: exactly 50 of each digit held out
     assert torch.bincount(dm.y_val).tolist() == [50] * 10
+    # the first 100 of the split are not sorted by class: every digit is there
+    assert len(torch.unique(dm.y_val[:100])) == 10
     x, y = next(iter(dm.train_dataloader()))
     x, y = dm.on_after_batch_transfer((x, y), 0)
     assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32

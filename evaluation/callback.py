@@ -1,0 +1,182 @@
+"""Evaluation during training: ``val/*`` metrics and a sample grid every ``eval.every_n_steps``,
+and a final evaluation with ``eval.num_samples`` that ``genbench-train`` puts in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+from evaluation.config import EvalConfig
+from evaluation.evaluator import EvaluationError, Evaluator
+from evaluation.features import resolve_feature_space
+from evaluation.sources import DataReference, ModelSource
+
+log = logging.getLogger("genbench.evaluation")
+
+#: results key -> logged name (names shared by every family, so W&B panels line up).
+LOG_NAMES = {
+    "fid": "val/fid",
+    "is_mean": "val/is",
+    "kid_mean": "val/kid",
+    "precision": "val/precision",
+    "recall": "val/recall",
+    "density": "val/density",
+    "coverage": "val/coverage",
+    "nll_bpd": "val/nll_bpd",
+    "modes_covered": "val/modes_covered",
+    "high_quality_share": "val/high_quality_share",
+    "sample_images_per_s": "perf/sample_images_per_s",
+}
+
+
+def logged_metrics(results: dict[str, Any]) -> dict[str, float]:
+    return {name: float(results[key]) for key, name in LOG_NAMES.items() if results.get(key) is not None}
+
+
+class EvalCallback(L.Callback):
+    """Runs the :class:`~evaluation.evaluator.Evaluator` on the model being trained.
+
+    Args:
+        cfg: the evaluation settings.
+        run_dir: sample grids go to ``run_dir/samples/``.
+
+    After ``fit``, :attr:`final_results` holds the final evaluation (or ``{"error": ...}``) and
+    :attr:`latest` the logged metrics of the last evaluation; :meth:`add_results` puts both in a
+    ``results.json`` record.
+    """
+
+    def __init__(self, cfg: EvalConfig, run_dir: str | Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.evaluator: Evaluator | None = None
+        self.final_results: dict[str, Any] | None = None
+        self.latest: dict[str, float] = {}
+        self._last_step = -1
+        self._train_start: float | None = None
+        self._eval_seconds = 0.0  # time spent evaluating, excluded from the training clock
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._train_start = time.perf_counter()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self.evaluator is not None:
+            return
+        reference = DataReference(trainer.datamodule, self.cfg.split, self.cfg.num_real)
+        self.evaluator = Evaluator(self.cfg, reference, device=trainer.strategy.root_device)
+        self.evaluator.prepare()  # trains the feature classifier now (cached), not in the middle of training
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step, every = trainer.global_step, self.cfg.every_n_steps
+        if every <= 0 or step == 0 or step % every or step == self._last_step:
+            return
+        self._last_step = step
+        started = time.perf_counter()
+        try:
+            results = self._evaluate(pl_module, self.cfg.val_num_samples)
+        except EvaluationError as e:
+            log.warning("evaluation at step %d skipped: %s", step, e)
+            return
+        finally:
+            self._eval_seconds += time.perf_counter() - started
+        self.latest = logged_metrics(results)
+        self._publish(trainer, results, step, f"step{step:06d}")
+        self._append_history(trainer, step, results)
+
+    @rank_zero_only
+    def _append_history(self, trainer: L.Trainer, step: int, results: dict[str, Any]) -> None:
+        """One line per evaluation in ``eval_history.jsonl``: training wall-clock (evaluations excluded), step, metrics."""
+        train_s = time.perf_counter() - (self._train_start or time.perf_counter()) - self._eval_seconds
+        record = {"step": step, "time_s": round(train_s, 3)}
+        record.update({k: v for k, v in results.items() if isinstance(v, (int, float))})
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "eval_history.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.cfg.final:
+            return
+        try:
+            results = self._evaluate(pl_module, self.cfg.num_samples)
+        except EvaluationError as e:
+            log.warning("final evaluation failed: %s", e)
+            self.final_results = {"error": str(e)}
+            return
+        self.final_results = results
+        self.latest = logged_metrics(results)
+        self._publish(trainer, results, trainer.global_step, "final")
+
+    def add_results(self, results: dict[str, Any]) -> None:
+        """Into a ``results.json`` record: the final evaluation under ``eval``, the last logged ``val/*`` into ``metrics``."""
+        results.setdefault("metrics", {}).update(self.latest)
+        if self.final_results is not None:
+            results["eval"] = self.final_results
+
+    def _evaluate(self, pl_module: L.LightningModule, n: int) -> dict[str, Any]:
+        assert self.evaluator is not None, "setup() builds the evaluator"
+        self.evaluator.to(pl_module.device)
+        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n)
+
+    @rank_zero_only
+    def _publish(self, trainer: L.Trainer, results: dict[str, Any], step: int, name: str) -> None:
+        metrics = logged_metrics(results)
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=step)
+        samples = self.evaluator.last_samples if self.evaluator is not None else None
+        if samples is None:
+            return
+        path = save_samples_figure(samples, self.run_dir / "samples" / f"{name}.png", self.evaluator.reference)
+        from lightning.pytorch.loggers import WandbLogger
+
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_image(key="samples", images=[str(path)], step=step, caption=[f"{name}: fid {results['fid']:.3g}"])
+
+
+def save_samples_figure(samples: Tensor, path: Path, reference: Any = None) -> Path:
+    """Images as an 8-wide grid PNG; 2-D points as a scatter plot over the real reference."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if samples.dim() == 4:
+        from torchvision.utils import make_grid, save_image
+
+        save_image(make_grid((samples.float() + 1) / 2, nrow=8, padding=2, pad_value=1.0), path)
+        return path
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    if reference is not None:
+        real = reference.samples(2000)
+        ax.scatter(real[:, 0], real[:, 1], s=2, c="0.75", label="real")
+    ax.scatter(samples[:, 0], samples[:, 1], s=2, c="tab:blue", label="generated")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_eval_callback(cfg: Any) -> EvalCallback | None:
+    """The callback of ``cfg.eval`` (a composed train config), or None when evaluation is off.
+
+    The feature space is checked against ``data.kind`` here, before anything is trained.
+    """
+    node = cfg.get("eval")
+    if node is None:
+        return None
+    eval_cfg = EvalConfig.from_node(node)
+    if eval_cfg.every_n_steps <= 0 and not eval_cfg.final:
+        return None
+    resolve_feature_space(eval_cfg.features, cfg.data.get("kind", "image") != "points")
+    return EvalCallback(eval_cfg, cfg.run_dir)
+

@@ -1,0 +1,288 @@
+"""The metrics, as torchmetrics ``Metric``s fed with features that were extracted once.
+
+FID, IS and KID are torchmetrics' own classes, given an identity "feature extractor": the
+evaluator runs the feature space once per batch and hands the same features to every metric.
+Their ``compute`` follows torch-fidelity's protocol exactly (fixed-seed shuffling of the IS
+splits, fixed-seed KID subsets, population standard deviations), so the numbers are
+reproducible and equal to torch-fidelity's on the same features.
+
+Distributed: every state is reduced across processes by torchmetrics (sums for FID's
+moments and the mode counts, concatenation for the feature lists), so with each rank feeding
+its share of the samples — and the real reference fed on rank 0 only — the result equals the
+single-process result on the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.utilities import dim_zero_cat
+
+
+class PrecomputedFeatures(nn.Module):
+    """The identity, posing as torchmetrics' feature extractor: metrics receive features, not images."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = int(num_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+def _features_state(metric: Metric, name: str) -> None:
+    """A list state reduced by concatenation (one all-gather of one tensor per rank, in rank order)."""
+    metric.add_state(name, [], dist_reduce_fx="cat")
+
+
+# --- FID ------------------------------------------------------------------------------------
+class FID(FrechetInceptionDistance):
+    """Fréchet distance between Gaussians fitted to real and generated features (Heusel et al. 2017):
+
+        FID = ||μ_r − μ_g||² + Tr(Σ_r + Σ_g − 2 (Σ_r Σ_g)^½)
+
+    The moments are accumulated as float64 sums Σf and Σffᵀ (torchmetrics' states), so the result
+    does not depend on how the samples were batched. ``compute`` returns float64; a tiny negative
+    value (floating-point error when the two distributions coincide) is clamped to 0 and
+    ``self.clamped`` keeps the raw value for the results' notes.
+    """
+
+    def __init__(self, num_features: int, **kwargs):
+        super().__init__(feature=PrecomputedFeatures(num_features), **kwargs)
+        self.clamped: float | None = None
+
+    def set_real_moments(self, features_sum: Tensor, cov_sum: Tensor, n: int) -> None:
+        """Load the real side from cached sums (Σf, Σffᵀ, n)."""
+        self.real_features_sum = features_sum.to(self.real_features_sum)
+        self.real_features_cov_sum = cov_sum.to(self.real_features_cov_sum)
+        self.real_features_num_samples = torch.tensor(int(n), device=self.real_features_num_samples.device)
+
+    def compute(self) -> Tensor:
+        n_r, n_g = self.real_features_num_samples, self.fake_features_num_samples
+        if n_r < 2 or n_g < 2:
+            raise ValueError(f"FID needs at least 2 real and 2 generated samples, got {int(n_r)} and {int(n_g)}")
+        mu_r = (self.real_features_sum / n_r).unsqueeze(0)
+        mu_g = (self.fake_features_sum / n_g).unsqueeze(0)
+        # Unbiased covariances from the sums: Σ = (Σffᵀ − n μμᵀ) / (n − 1).
+        cov_r = (self.real_features_cov_sum - n_r * mu_r.t().mm(mu_r)) / (n_r - 1)
+        cov_g = (self.fake_features_cov_sum - n_g * mu_g.t().mm(mu_g)) / (n_g - 1)
+        fid = (mu_r - mu_g).square().sum() + cov_r.trace() + cov_g.trace() - 2 * trace_sqrt_product(cov_r, cov_g)
+        self.clamped = float(fid) if fid < 0 else None
+        return fid.clamp_min(0.0)
+
+
+def trace_sqrt_product(sigma_1: Tensor, sigma_2: Tensor) -> Tensor:
+    """Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½).
+
+    Σ₁Σ₂ is similar to the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½, so both have the same eigenvalues,
+    real and >= 0. torch-fidelity and torchmetrics take the general eigenvalues of Σ₁Σ₂ and drop
+    the imaginary parts of their square roots; the symmetric form gets the same number with two
+    symmetric eigendecompositions (faster, on GPUs by far), and rounding can only produce tiny
+    negative eigenvalues, clamped to 0.
+    """
+    lam, v = torch.linalg.eigh(sigma_1)
+    root_1 = (v * lam.clamp_min(0).sqrt()) @ v.T
+    m = root_1 @ sigma_2 @ root_1
+    return torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+
+
+def moments(features: Tensor) -> tuple[Tensor, Tensor, int]:
+    """(Σf, Σffᵀ, n) in float64: FID's real-side state, cached with the real features."""
+    f = features.double()
+    return f.sum(0), f.t().mm(f), len(f)
+
+
+# --- IS -------------------------------------------------------------------------------------
+class IS(InceptionScore):
+    """Inception Score (Salimans et al. 2016), IS = exp(E_x KL(p(y|x) || p(y))), mean ± std over splits.
+
+    torch-fidelity's protocol: the logits are permuted with ``np.random.RandomState(seed)``, cut into
+    ``splits`` consecutive chunks (``i·N//splits``), and the std is the population std (ddof = 0).
+    """
+
+    def __init__(self, num_classes: int, splits: int = 10, seed: int = 2020, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "will save all extracted features": yes, logits only
+            super().__init__(feature=PrecomputedFeatures(num_classes), splits=splits, **kwargs)
+        _features_state(self, "features")
+        self.seed = int(seed)
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        logits = dim_zero_cat(self.features).double()
+        n = len(logits)
+        if n < self.splits:
+            raise ValueError(f"IS with {self.splits} splits needs at least {self.splits} samples, got {n}")
+        logits = logits[torch.from_numpy(np.random.RandomState(self.seed).permutation(n)).to(logits.device)]
+        p, log_p = logits.softmax(1), logits.log_softmax(1)
+        scores = []
+        for i in range(self.splits):
+            part = slice(i * n // self.splits, (i + 1) * n // self.splits)
+            p_y = p[part].mean(0, keepdim=True)  # marginal p(y) of the split
+            # KL(p(y|x) || p(y)) per sample; classes with p(y|x) = 0 (possible with exact mode
+            # posteriors, never with Inception's softmax) contribute 0 instead of 0·log 0.
+            kl = torch.where(p[part] > 0, p[part] * (log_p[part] - p_y.log()), 0.0).sum(1)
+            scores.append(kl.mean().exp())
+        s = torch.stack(scores)
+        return s.mean(), s.std(unbiased=False)
+
+
+# --- KID ------------------------------------------------------------------------------------
+class KID(KernelInceptionDistance):
+    """Kernel Inception Distance (Bińkowski et al. 2018): the unbiased MMD² with the cubic kernel
+    k(x, y) = (xᵀy / d + 1)³, mean ± std over ``subsets`` random subsets of ``subset_size``.
+
+    torch-fidelity's protocol: one ``np.random.RandomState(seed)`` draws, for every subset, the
+    generated indices and then the real ones (without replacement). Kernels are computed in
+    float32 (as torch-fidelity), their sums in float64.
+    """
+
+    def __init__(self, num_features: int, subsets: int = 100, subset_size: int = 1000, seed: int = 2020, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            super().__init__(feature=PrecomputedFeatures(num_features), subsets=subsets, subset_size=subset_size, **kwargs)
+        _features_state(self, "real_features")
+        _features_state(self, "fake_features")
+        self.seed = int(seed)
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        real, fake = dim_zero_cat(self.real_features).float(), dim_zero_cat(self.fake_features).float()
+        m = self.subset_size
+        if len(real) < m or len(fake) < m:
+            raise ValueError(f"KID subset size {m} is larger than the samples ({len(fake)} generated, {len(real)} real)")
+        rng = np.random.RandomState(self.seed)
+        idx = [(rng.choice(len(fake), m, replace=False), rng.choice(len(real), m, replace=False)) for _ in range(self.subsets)]
+        fake_idx = torch.from_numpy(np.stack([i for i, _ in idx])).to(fake.device)
+        real_idx = torch.from_numpy(np.stack([j for _, j in idx])).to(real.device)
+        chunk = max(1, int(2**24 // (m * m)))  # subsets per batched kernel evaluation (~64 MB of float32 each)
+        mmds = torch.cat([
+            unbiased_mmd2(fake[fake_idx[i : i + chunk]], real[real_idx[i : i + chunk]])
+            for i in range(0, self.subsets, chunk)
+        ])  # fmt: skip
+        return mmds.mean(), mmds.std(unbiased=False)
+
+
+def poly_kernel(x: Tensor, y: Tensor) -> Tensor:
+    """k(x, y) = (xᵀy / d + 1)³, for batches of sets ``[..., m, d]``."""
+    return (x @ y.transpose(-1, -2) / x.shape[-1] + 1) ** 3
+
+
+def unbiased_mmd2(x: Tensor, y: Tensor) -> Tensor:
+    """Unbiased MMD² (Gretton et al. 2012, eq. 3) between equal-sized sets ``[..., m, d]``:
+
+        MMD²_u = 1/(m(m−1)) Σ_{i≠j} [k(x_i, x_j) + k(y_i, y_j)] − 2/m² Σ_{i,j} k(x_i, y_j)
+    """
+    m = x.shape[-2]
+    k_xx, k_yy, k_xy = poly_kernel(x, x).double(), poly_kernel(y, y).double(), poly_kernel(x, y).double()
+    off_diag = (k_xx.sum((-1, -2)) - k_xx.diagonal(0, -2, -1).sum(-1)) + (k_yy.sum((-1, -2)) - k_yy.diagonal(0, -2, -1).sum(-1))
+    return off_diag / (m * (m - 1)) - 2 * k_xy.sum((-1, -2)) / (m * m)
+
+
+# --- precision / recall / density / coverage -----------------------------------------------------
+def knn_radii(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded)."""
+    if len(x) <= k:
+        raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
+    radii = []
+    for i in range(0, len(x), chunk):
+        d = torch.cdist(x[i : i + chunk], x)
+        radii.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # column 0 is the point itself
+    return torch.cat(radii)
+
+
+def _ball_counts(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    """For every query point: how many balls B(centre_i, radius_i) contain it, and its nearest-centre distance."""
+    counts, nearest = [], []
+    for i in range(0, len(query), chunk):
+        d = torch.cdist(query[i : i + chunk], centres)
+        counts.append((d < radii[None, :]).sum(1))
+        nearest.append(d.min(1).values)
+    return torch.cat(counts), torch.cat(nearest)
+
+
+def manifold_metrics(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]:
+    """Improved precision & recall (Kynkäänniemi et al. 2019) and density & coverage (Naeem et al. 2020).
+
+    The real (generated) manifold is the union of balls around every real (generated) feature with
+    the radius of its k-th nearest neighbour. With strict inequalities, as the reference code (prdc):
+
+        precision = 1/M Σ_j 1[Y_j ∈ manifold(X)]        recall   = 1/N Σ_i 1[X_i ∈ manifold(Y)]
+        density   = 1/(kM) Σ_j Σ_i 1[Y_j ∈ B(X_i, r_i)]  coverage = 1/N Σ_i 1[∃ j: Y_j ∈ B(X_i, r_i)]
+    """
+    real, fake = real.float(), fake.float()
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    in_real_balls, _ = _ball_counts(fake, real, r_real)
+    in_fake_balls, _ = _ball_counts(real, fake, r_fake)
+    _, nearest_fake = _ball_counts(real, fake, torch.zeros(len(fake), device=fake.device))
+    return {
+        "precision": (in_real_balls > 0).double().mean().item(),
+        "recall": (in_fake_balls > 0).double().mean().item(),
+        "density": (in_real_balls.double().sum() / (k * len(fake))).item(),
+        "coverage": (nearest_fake < r_real).double().mean().item(),
+    }
+
+
+class ManifoldMetrics(Metric):
+    """:func:`manifold_metrics` with feature lists gathered across processes."""
+
+    full_state_update = False
+
+    def __init__(self, nearest_k: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.nearest_k = int(nearest_k)
+        _features_state(self, "real_features")
+        _features_state(self, "fake_features")
+
+    def update(self, features: Tensor, real: bool) -> None:
+        (self.real_features if real else self.fake_features).append(features.float())
+
+    def compute(self) -> dict[str, float]:
+        return manifold_metrics(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.nearest_k)
+
+
+# --- 2-D mode metrics --------------------------------------------------------------------------
+class ModeMetrics(Metric):
+    """Modes covered and share of high-quality samples on a known Gaussian mixture (Srivastava et al. 2017).
+
+    A sample is *high quality* when it lies within 3σ of its nearest mode; a mode is *covered* when
+    it is the nearest mode of at least one high-quality sample.
+    """
+
+    full_state_update = False
+
+    def __init__(self, centers: Tensor, std: float, **kwargs):
+        super().__init__(**kwargs)
+        self.register_buffer("centers", centers.float().clone())
+        self.std = float(std)
+        self.add_state("mode_counts", torch.zeros(len(centers), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("high_quality", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, points: Tensor) -> None:
+        d = torch.cdist(points.float(), self.centers)
+        nearest_d, nearest = d.min(1)
+        good = nearest_d <= 3 * self.std
+        self.mode_counts += torch.bincount(nearest[good], minlength=len(self.centers))
+        self.high_quality += good.sum()
+        self.total += len(points)
+
+    def compute(self) -> dict[str, float]:
+        return {
+            "modes_covered": int((self.mode_counts > 0).sum()),
+            "num_modes": len(self.centers),
+            "high_quality_share": float(self.high_quality) / max(int(self.total), 1),
+        }
+
+
+def finite_or_none(x: float | Tensor | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,0 +1,266 @@
+"""What the evaluator compares: a *sample source* against a *real reference*.
+
+A sample source is anything that can hand out samples: a trained model (only through the
+:class:`~models.base.GenerativeModule` contract, whatever its family), or samples stored on
+disk (a folder of images or an ``.npz`` file, e.g. from another project). A real reference is
+a split of a genbench data set, or real images on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genbench.errors import ConfigError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+# --- sample sources ---------------------------------------------------------------------------
+class ModelSource:
+    """Samples of a :class:`~models.base.GenerativeModule`, drawn through its ``sample(n, generator)``.
+
+    Args:
+        model: any family; it is put in eval mode while sampling and restored afterwards.
+        sample_kwargs: passed to ``model.sample`` and ``model.nfe`` (e.g. ``{"steps": 50}``).
+    """
+
+    def __init__(self, model: Any, sample_kwargs: dict[str, Any] | None = None):
+        self.model = model
+        self.sample_kwargs = dict(sample_kwargs or {})
+        self.name = f"{getattr(model, 'family', type(model).__name__)} model"
+        self.data_shape = tuple(model.data_shape)
+        self.length: int | None = None  # unlimited
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def nfe(self) -> int | None:
+        return int(self.model.nfe(**self.sample_kwargs))
+
+    @property
+    def has_likelihood(self) -> bool:
+        return bool(self.model.has_likelihood)
+
+    def nll_bpd(self, x: Tensor) -> Tensor:
+        return self.model.nll_bpd(x.to(self.device))
+
+    def draw(self, start: int, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` fresh samples; ``start`` (their index in the whole evaluation) is not needed."""
+        return self.model.sample(n, generator=generator, **self.sample_kwargs)
+
+    def __enter__(self) -> ModelSource:
+        self._was_training = self.model.training
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self._was_training)
+
+
+class TensorSource:
+    """Samples that already exist (loaded from a folder or an ``.npz`` file), handed out in order."""
+
+    def __init__(self, x: Tensor, name: str):
+        self.x = x
+        self.name = name
+        self.data_shape = tuple(x.shape[1:])
+        self.length = len(x)
+        self.device = torch.device("cpu")
+        self.nfe = None
+        self.has_likelihood = False
+
+    def nll_bpd(self, x: Tensor) -> Tensor:
+        raise NotImplementedError("stored samples have no likelihood")
+
+    def draw(self, start: int, n: int, generator: torch.Generator) -> Tensor:
+        return self.x[start : start + n]
+
+    def __enter__(self) -> TensorSource:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+# --- real references ----------------------------------------------------------------------
+class DataReference:
+    """One split of a genbench data module as the real reference.
+
+    Args:
+        datamodule: an :class:`~datamodules.base.InMemoryDataModule`.
+        split: ``"val"`` (held out; the default) or ``"train"``.
+        num_real: use ``num_real`` samples of the split (all when None), a fixed random subset
+            (the splits may be sorted by class, so the first ``n`` would not be representative).
+    """
+
+    def __init__(self, datamodule: Any, split: str = "val", num_real: int | None = None):
+        self.datamodule = datamodule
+        self.split = split
+        datamodule.setup()
+        self.name = datamodule.name
+        self.is_image = bool(datamodule.is_image)
+        self.data_shape = tuple(datamodule.data_shape)
+        available = len(datamodule.real_samples(split))
+        if num_real is not None and num_real > available:
+            raise ConfigError([f"eval.num_real={num_real}: {self.name}/{split} has only {available} samples"])
+        self.num_real = available if num_real is None else int(num_real)
+        self.centers: Tensor | None = getattr(datamodule, "centers", None)
+        self.std: float | None = getattr(datamodule, "std", None)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = self.datamodule.fingerprint()
+        return self._fingerprint
+
+    def samples(self, n: int | None = None) -> Tensor:
+        """The reference samples, or a fixed random subset of ``n`` of them."""
+        return fixed_subset(self.datamodule.real_samples(self.split), self.num_real if n is None else min(n, self.num_real))
+
+    def labelled(self, split: str) -> tuple[Tensor, Tensor]:
+        """All samples and labels of ``split`` (for the feature classifier)."""
+        return self.datamodule.real_samples(split), self.datamodule.real_labels(split).long()
+
+    @property
+    def has_labels(self) -> bool:
+        return self.is_image
+
+
+class TensorReference:
+    """Real samples from disk (``real=DIR|FILE.npz``); no labels, so no ``classifier`` feature space."""
+
+    def __init__(self, x: Tensor, name: str):
+        self.x = x
+        self.name = name
+        self.split = "all"
+        self.is_image = x.dim() == 4
+        self.data_shape = tuple(x.shape[1:])
+        self.num_real = len(x)
+        self.centers = None
+        self.std = None
+        self.has_labels = False
+        self.fingerprint = hashlib.sha1(x.contiguous().numpy().tobytes() + str(tuple(x.shape)).encode()).hexdigest()[:16]
+
+    def samples(self, n: int | None = None) -> Tensor:
+        return self.x if n is None else fixed_subset(self.x, n)
+
+    def labelled(self, split: str) -> tuple[Tensor, Tensor]:
+        raise ConfigError([
+            f"real={self.name!r}: eval.features=classifier needs a labelled data set to train on; "
+            "give data=NAME instead of real=..., or use eval.features=inception"
+        ])
+
+
+def fixed_subset(x: Tensor, n: int | None) -> Tensor:
+    """``n`` rows of ``x`` chosen by a fixed seed, in their original order (all rows when ``n >= len(x)``)."""
+    if n is None or n >= len(x):
+        return x
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return x[idx]
+
+
+# --- loading samples from disk ------------------------------------------------------------
+def uint8_images_to_unit(x: Tensor) -> Tensor:
+    """{0, ..., 255} -> [-1, 1], the genbench image range."""
+    return x.float().div(127.5).sub(1.0)
+
+
+def load_image_folder(path: Path, option: str) -> Tensor:
+    """Every image directly in ``path`` (sorted by name, as torch-fidelity orders them) as ``uint8 [N, C, H, W]``.
+
+    Grayscale files give one channel, colour files three (alpha is dropped).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ConfigError([f"{option}={str(path)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder"])
+    arrays, first = [], None
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                mode = "L" if img.mode in ("L", "1", "I;16", "I", "F") else "RGB"
+                a = np.asarray(img.convert(mode))
+        except (UnidentifiedImageError, OSError) as e:
+            raise ConfigError([f"{option}={str(path)!r}: {f.name} is not a readable image ({e})"]) from None
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if first is None:
+            first = (f.name, a.shape)
+        elif a.shape != first[1]:
+            raise ConfigError([
+                f"{option}={str(path)!r}: images of different sizes or channel counts: {first[0]} is "
+                f"{_describe(first[1])}, {f.name} is {_describe(a.shape)}; all images must have one size"
+            ])
+        arrays.append(a)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _describe(chw: tuple[int, ...]) -> str:
+    c, h, w = chw
+    return f"{h}x{w} with {c} channel{'s' if c > 1 else ''}"
+
+
+def load_npz(path: Path, option: str) -> Tensor:
+    """The samples array of an ``.npz`` file.
+
+    The array is the one named ``samples``, ``images``, ``x`` or ``arr_0``, or the only one.
+    ``uint8`` images may be ``[N, H, W, C]`` (as ``np.savez`` of guided-diffusion/ADM samples) or
+    ``[N, C, H, W]``; float images must be ``[N, C, H, W]`` in [-1, 1]; ``[N, D]`` floats are points.
+    Returns images as ``uint8`` and points as float.
+    """
+    try:
+        with np.load(path) as z:
+            names = list(z.keys())
+            name = next((n for n in ("samples", "images", "x", "arr_0") if n in names), names[0] if len(names) == 1 else None)
+            if name is None:
+                raise ConfigError([f"{option}={str(path)!r}: holds arrays {names}; name the samples 'samples' or 'arr_0'"])
+            a = z[name]
+    except (OSError, ValueError) as e:
+        raise ConfigError([f"{option}={str(path)!r}: not a readable .npz file ({e})"]) from None
+    if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
+        return torch.from_numpy(a.astype(np.float32))
+    if a.ndim == 4 and a.dtype == np.uint8:
+        if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
+            a = a.transpose(0, 3, 1, 2)
+        return torch.from_numpy(np.ascontiguousarray(a))
+    if a.ndim == 4 and np.issubdtype(a.dtype, np.floating):
+        if a.min() < -1.001 or a.max() > 1.001:
+            raise ConfigError([f"{option}={str(path)!r}: float images must lie in [-1, 1], found [{a.min():.3g}, {a.max():.3g}]"])
+        return torch.from_numpy(np.round((a.astype(np.float64) + 1) * 127.5).clip(0, 255).astype(np.uint8))
+    raise ConfigError([
+        f"{option}={str(path)!r}: array {name!r} of shape {list(a.shape)} and dtype {a.dtype} is neither images "
+        "(uint8 [N,H,W,C] / [N,C,H,W], or float [N,C,H,W] in [-1,1]) nor points (float [N,D])"
+    ])
+
+
+def load_samples(spec: str, option: str) -> Tensor:
+    """Samples from a folder of images or an ``.npz`` file, in the genbench data range.
+
+    Args:
+        spec: the path given on the command line.
+        option: the option's name (``fake`` or ``real``), for error messages.
+    Returns:
+        images as float ``[N, C, H, W]`` in [-1, 1], or points as float ``[N, D]``.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        x = load_image_folder(path, option)
+    elif path.is_file() and path.suffix == ".npz":
+        x = load_npz(path, option)
+    elif path.exists():
+        raise ConfigError([f"{option}={spec!r}: must be a folder of images or an .npz file"])
+    else:
+        raise ConfigError([f"{option}={spec!r}: no such file or folder"])
+    if len(x) < 2:
+        raise ConfigError([f"{option}={spec!r}: holds {len(x)} sample(s); FID needs at least 2"])
+    return uint8_images_to_unit(x) if x.dtype == torch.uint8 else x

@@ -1,0 +1,147 @@
+"""``genbench-evaluate``: evaluate a checkpoint of any family, or stored samples, with the one loop.
+
+Examples::
+
+    genbench-evaluate ckpt=outputs/mnist5k/vae/<run>/checkpoints/last.ckpt eval.num_samples=1000
+    genbench-evaluate fake=my_samples/ data=mnist5k            # a folder of PNGs against a data set
+    genbench-evaluate fake=fake.npz real=real/ eval=inception eval.inception_weights=pt_inception.pth
+    torchrun --nproc-per-node 2 -m genbench.evaluate ckpt=...  # each process samples its share
+
+Prints a table and writes ``run_dir/results.json`` (atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from evaluation import DataReference, EvalConfig, Evaluator, ModelSource, TensorReference, TensorSource
+from evaluation.evaluator import RESULT_KEYS, dist_info
+from evaluation.sources import load_samples
+from genbench import __version__
+from genbench.errors import ConfigError, GenbenchError
+from genbench.io import atomic_write_json
+
+log = logging.getLogger("genbench")
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def input_errors(cfg: DictConfig) -> list[str]:
+    """Problems with what is to be evaluated (``ckpt`` / ``fake`` / ``real`` / ``data``)."""
+    ckpt, fake, real, data = cfg.get("ckpt"), cfg.get("fake"), cfg.get("real"), cfg.get("data")
+    errors = []
+    if bool(ckpt) == bool(fake):
+        errors.append(
+            f"ckpt={ckpt!r}, fake={fake!r}: give exactly one: ckpt=PATH (a genbench checkpoint) or fake=DIR|FILE.npz (stored samples)"
+        )
+    if fake and bool(real) == bool(data):
+        errors.append(f"real={real!r}: with fake=..., give the real reference as real=DIR|FILE.npz or as data=NAME (exactly one)")
+    if ckpt and real:
+        errors.append(f"real={real!r}: a checkpoint is compared with a data set (its own, or data=NAME), not with real=...")
+    return errors
+
+
+def init_distributed() -> torch.device | None:
+    """Join the process group of ``torchrun`` (``WORLD_SIZE`` > 1); returns this process's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
+        return None
+    cuda = torch.cuda.is_available()
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the evaluation configured by ``cfg`` (composed ``conf/evaluate.yaml``); returns the record.
+
+    Raises:
+        ConfigError: bad options or input files, all reported at once where possible.
+        CheckpointError: ``ckpt`` is missing, corrupt, unsafe or not a genbench checkpoint.
+    """
+    errors = input_errors(cfg) + EvalConfig.config_errors(cfg.eval)
+    if errors:
+        raise ConfigError(errors)
+    eval_cfg = EvalConfig.from_node(cfg.eval)
+    device = init_distributed()
+    if device is None:
+        device = torch.device("cuda" if eval_cfg.device == "auto" and torch.cuda.is_available() else
+                              "cpu" if eval_cfg.device == "auto" else eval_cfg.device)  # fmt: skip
+    record: dict[str, Any] = {"genbench_version": __version__}
+
+    if cfg.get("ckpt"):
+        from genbench.checkpoint import load_model
+
+        model = load_model(cfg.ckpt, map_location=device)
+        data_cfg = cfg.data if cfg.get("data") is not None else (model.run_config or {}).get("data")
+        if not data_cfg:
+            raise ConfigError([f"ckpt={cfg.ckpt!r}: the checkpoint names no data set; give data=NAME"])
+        reference = DataReference(instantiate(data_cfg), eval_cfg.split, eval_cfg.num_real)
+        source: Any = ModelSource(model, eval_cfg.sample_kwargs)
+        record.update(evaluated=str(cfg.ckpt), family=model.family)
+    else:
+        source = TensorSource(load_samples(cfg.fake, "fake"), str(cfg.fake))
+        if cfg.get("real"):
+            reference = TensorReference(load_samples(cfg.real, "real"), str(cfg.real))
+        else:
+            reference = DataReference(instantiate(cfg.data), eval_cfg.split, eval_cfg.num_real)
+        record.update(evaluated=str(cfg.fake), family=None)
+
+    results = Evaluator(eval_cfg, reference, device=device).evaluate(source, eval_cfg.num_samples)
+    record.update(results)
+    record["eval_config"] = OmegaConf.to_container(cfg.eval, resolve=True)
+    rank, _ = dist_info()
+    if rank == 0:
+        out = Path(cfg.run_dir) / "results.json"
+        atomic_write_json(out, record)
+        print_table(record)
+        print(f"results: {out}")
+    return record
+
+
+def print_table(record: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"genbench-evaluate: {record.get('evaluated')} vs {record.get('data')}/{record.get('split')}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    keys = list(RESULT_KEYS) + [
+        k for k in ("nll_bpd", "classifier_accuracy", "modes_covered", "num_modes", "high_quality_share",
+                    "num_real", "kid_subset_size", "real_stats_cached", "eval_time_s") if k in record
+    ]  # fmt: skip
+    for key in keys:
+        v = record.get(key)
+        table.add_row(key, "—" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
+    Console().print(table)
+    for note in record.get("notes", []):
+        print(f"note: {note}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except GenbenchError as e:
+        print(f"genbench-evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

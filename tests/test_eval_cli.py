@@ -1,0 +1,131 @@
+"""Evaluation in training (callback), ``genbench-evaluate`` on checkpoints and stored samples, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules.mnist5k import MNIST5kDataModule
+from evaluation import RESULT_KEYS
+from evaluation.testing import write_pngs
+from genbench.checkpoint import CheckpointError
+from genbench.errors import ConfigError
+from genbench.evaluate import evaluate
+from genbench.train import train
+from tests.conftest import TINY, compose_config, run_cli
+
+
+def eval_config(tmp_path: Path, *overrides: str):
+    return compose_config(list(overrides), config_name="evaluate", run_dir=tmp_path / "eval_out")
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    """A VAE trained 4 steps, evaluated every 2 steps and at the end, logged to CSV."""
+    run = tmp_path_factory.mktemp("vae_run")
+    cfg = compose_config(
+        TINY + ["model=vae", "logger=csv", "eval.every_n_steps=2", "eval.val_num_samples=50",
+                "eval.final=true", "eval.num_samples=120"],
+        run_dir=run,
+    )  # fmt: skip
+    return run, train(cfg)
+
+
+def test_training_evaluates_periodically_and_at_the_end(vae_run):
+    run, results = vae_run
+    on_disk = json.loads((run / "results.json").read_text())
+    final = on_disk["eval"]
+    assert set(RESULT_KEYS) <= set(final)
+    assert final["num_samples"] == 120 and final["features"] == "classifier" and final["nfe"] == 1
+    assert final["fid"] > 0 and 1.0 <= final["is_mean"] <= 10.0 and final["sample_images_per_s"] > 0
+    assert on_disk["metrics"]["val/fid"] == final["fid"]  # the last logged value is the final evaluation
+    rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+    steps = sorted(int(r["step"]) for r in rows if r.get("val/fid"))
+    assert steps[:2] == [2, 4]
+    # grids 8 wide of 28 px digits with 2 px padding: 64 at the end, all 50 of a periodic evaluation
+    sizes = {"step000002.png": (242, 7 * 30 + 2), "step000004.png": (242, 7 * 30 + 2), "final.png": (242, 242)}
+    for name, size in sizes.items():
+        with Image.open(run / "samples" / name) as img:
+            assert img.size == size
+
+
+def test_training_on_points_reports_modes(tmp_path):
+    cfg = compose_config(TINY + ["model=vae", "data=rings", "data.n_train=2000", "data.n_val=1000",
+                                 "eval.final=true", "eval.num_samples=300"], run_dir=tmp_path)  # fmt: skip
+    out = train(cfg)["eval"]
+    assert out["features"] == "raw" and out["num_modes"] == 8 and 0 <= out["modes_covered"] <= 8
+    assert 0.0 <= out["high_quality_share"] <= 1.0 and set(RESULT_KEYS) <= set(out)
+    assert (tmp_path / "samples" / "final.png").is_file()  # a scatter plot over the real points
+
+
+def test_genbench_evaluate_checkpoint(vae_run, tmp_path):
+    run, _ = vae_run
+    r = run_cli("genbench-evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "eval.num_samples=200",
+                f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert set(RESULT_KEYS) <= set(out)
+    assert out["family"] == "vae" and out["num_samples"] == 200 and out["data"] == "mnist5k"
+    assert out["real_stats_cached"] is True  # the training run cached the real statistics
+    assert "fid" in r.stdout and "classifier_accuracy" in r.stdout
+
+
+def test_stored_samples_folder_and_npz_against_a_data_set(tmp_path):
+    val = MNIST5kDataModule(kind="image", shape=[1, 28, 28]).real_samples("val")
+    folder = write_pngs(tmp_path / "val_pngs", val)
+    a = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    assert a["num_samples"] == 500 and a["fid"] < 1e-6 and a["precision"] == a["recall"] == 1.0
+    npz = tmp_path / "samples.npz"
+    np.savez(npz, arr_0=((val + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())  # NHWC uint8, as ADM
+    b = evaluate(eval_config(tmp_path, f"fake={npz}", "data=mnist5k"))
+    drop = ("eval_time_s", "evaluated", "real_stats_cached", "eval_config")
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+    # real=DIR has no labels to train the classifier on: one clear error
+    with pytest.raises(ConfigError, match="needs a labelled data set"):
+        evaluate(eval_config(tmp_path, f"fake={npz}", f"real={folder}"))
+
+
+def cache_snapshot() -> dict[str, str]:
+    root = Path(os.environ["GENBENCH_CACHE"])
+    return {str(p): hashlib.sha1(p.read_bytes()).hexdigest() for p in root.rglob("*.pt")}
+
+
+def test_bad_input_is_one_clear_error_and_leaves_the_cache_alone(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mixed = write_pngs(tmp_path / "mixed", torch.zeros(2, 1, 28, 28))
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(mixed / "9999.png")
+    rgb = write_pngs(tmp_path / "rgb", torch.zeros(3, 3, 28, 28))
+    not_genbench = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 3}, not_genbench)
+    before = cache_snapshot()
+    cases = [
+        (["fake=" + str(rgb), "data=mnist5k", "eval.num_samples=1"], ConfigError, "eval.num_samples=1: must be an integer >= 2"),
+        ([f"fake={empty}", "data=mnist5k"], ConfigError, "no images"),
+        ([f"fake={mixed}", "data=mnist5k"], ConfigError, "9999.png is 32x32 with 1 channel; all images must have one size"),
+        ([f"fake={rgb}", "data=mnist5k"], ConfigError, "images have 3 channel(s), the real reference mnist5k has 1"),
+        ([f"ckpt={not_genbench}"], CheckpointError, "not a genbench checkpoint"),
+        (["data=mnist5k"], ConfigError, "give exactly one: ckpt=PATH"),
+        ([f"fake={rgb}"], ConfigError, "give the real reference as real=DIR|FILE.npz or as data=NAME"),
+    ]
+    for overrides, error, needle in cases:
+        with pytest.raises(error) as e:
+            evaluate(eval_config(tmp_path, *overrides))
+        assert needle in str(e.value), (overrides, str(e.value))
+    assert cache_snapshot() == before
+    assert not (tmp_path / "eval_out" / "results.json").exists()
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    r = run_cli("genbench-evaluate", f"ckpt={tmp_path / 'missing.ckpt'}", "eval.features=pixels", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2
+    assert "eval.features='pixels': must be one of" in r.stderr
+    assert "Traceback" not in r.stderr
