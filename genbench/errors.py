@@ -18,3 +18,7 @@ class ConfigError(GenbenchError):
 
 class DatasetNotFoundError(GenbenchError):
     """A dataset's files are missing and could not be downloaded."""
+
+
+class TrainingDivergedError(GenbenchError):
+    """A loss or the weights became non-finite; training stopped before saving them."""

@@ -1,8 +1,14 @@
-"""``genbench-lecture`` (``make lecture``): train the lecture's families on identical setups.
+"""``genbench-lecture`` (``make lecture``): the lecture's comparison of GAN, VAE and DDPM.
 
-Runs ``genbench-train -m experiment=lecture model=<every family in conf/model>`` as one Hydra
-multirun, so every family gets the same data, batch size, budget, precision and seed, and
-prints where the outputs are.
+1. trains every family with ``experiment=lecture`` (same data, batch size, number of training
+   images, precision, seed and evaluation) as one Hydra multirun — one W&B run per job, all in
+   the group ``lecture_<data>``;
+2. the same on the 2-D benchmarks ``rings`` and ``grid`` with ``experiment=lecture_2d``;
+3. writes ``report.md`` with the table and figures into the output directory (and logs the
+   figures to W&B as a ``report`` run of the same group).
+
+Extra arguments are Hydra overrides applied to every run, e.g. ``seed=0,1,2`` for three seeds
+or ``data=fashion_mnist trainer=gpu`` for another data set and hardware.
 """
 
 from __future__ import annotations
@@ -15,32 +21,60 @@ from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("gan", "vae", "ddpm")
+TOY_DATA = ("rings", "grid")
 
 
 def available_families() -> list[str]:
     return [f for f in FAMILIES if (CONF_DIR / "model" / f"{f}.yaml").exists()]
 
 
+def _train(args: list[str]) -> int:
+    cmd = [str(Path(sys.executable).parent / "genbench-train"), "-m", *args]
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=None, help="output directory (default: outputs/lecture/<date_time>)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_steps=100 seed=0,1")
+    parser = argparse.ArgumentParser(prog="genbench-lecture", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="output directory (default: outputs/lecture/<date>_<time>)")
+    parser.add_argument("--families", default=",".join(available_families()), help="comma-separated families")
+    parser.add_argument("--no-2d", action="store_true", help="skip the rings/grid comparison")
+    parser.add_argument("--report-only", action="store_true", help="only (re)build the report of the runs in --out")
+    parser.add_argument("--no-wandb-report", action="store_true", help="do not log the report figures to W&B")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. seed=0,1 trainer.max_steps=500")
     args = parser.parse_args(argv)
     out = Path(args.out or f"outputs/lecture/{time.strftime('%Y-%m-%d_%H-%M-%S')}").resolve()
-    families = available_families()
-    cmd = [
-        str(Path(sys.executable).parent / "genbench-train"),
-        "-m",
-        "experiment=lecture",
-        f"model={','.join(families)}",
-        f"hydra.sweep.dir={out}",
-        *args.overrides,
-    ]
-    print(f"genbench-lecture: training {', '.join(families)} on identical setups -> {out}", flush=True)
-    code = subprocess.call(cmd)
-    if code == 0:
-        print(f"genbench-lecture: done. Runs (checkpoints, results.json, W&B offline runs) are in {out}")
-    return code
+    families = args.families
+
+    start = time.perf_counter()
+    if not args.report_only:
+        print(f"genbench-lecture: {families.replace(',', ', ')} on identical setups -> {out}", flush=True)
+        code = _train(["experiment=lecture", f"model={families}", f"hydra.sweep.dir={out}/images", *args.overrides])
+        if code:
+            return code
+        if not args.no_2d:
+            code = _train(["experiment=lecture_2d", f"data={','.join(TOY_DATA)}", f"model={families}",
+                           f"hydra.sweep.dir={out}/toy", *args.overrides])
+            if code:
+                return code
+
+    from genbench.report import build_report
+
+    group = None if args.no_wandb_report else "lecture_" + _image_data_name(out)
+    report = build_report(out, wandb_group=group)
+    print(f"genbench-lecture: done in {time.perf_counter() - start:.0f} s.\n"
+          f"  report:  {report}\n  runs:    {out}/images, {out}/toy\n"
+          f"  compare: genbench-compare {out}/images", flush=True)
+    return 0
+
+
+def _image_data_name(out: Path) -> str:
+    import json
+
+    for f in sorted((out / "images").rglob("results.json")):
+        return json.loads(f.read_text()).get("data", "mnist5k")
+    return "mnist5k"
 
 
 if __name__ == "__main__":

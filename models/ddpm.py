@@ -1,0 +1,376 @@
+"""Denoising diffusion probabilistic models (Ho et al. 2020) as a genbench family.
+
+Training is Algorithm 1 — x_0 ~ data, t ~ Uniform({1, …, T}), ε ~ N(0, I), a gradient step on
+‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² (L_simple, eq. 14) — and sampling is Algorithm 2 (or
+DDIM, Song et al. 2021), with an exponential moving average of the weights as in the paper.
+The variational bound L_T + Σ L_{t−1} + L_0 (eq. 5) is :meth:`DDPM.nll_bpd`, in bits/dim like
+the VAE's. The process itself lives in :mod:`models.diffusion`; timesteps are 0-indexed in
+code (code t is the paper's t + 1).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from lightning.pytorch.trainer.states import TrainerStatus
+from rich.progress import track
+from torch import Tensor, nn
+
+from models.base import GenerativeModule
+from models.diffusion import VARIANCES, NoiseSchedule, schedule_errors
+from models.distributions import nats_to_bits_per_dim
+from models.ema import EMA
+
+SAMPLERS = ("ddpm", "ddim")
+LR_DECAYS = ("none", "cosine")
+
+
+def _is_int(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class DDPM(GenerativeModule):
+    """Args:
+    net: ε_θ(x_t, t), called as ``net(x_t, t)`` with 0-indexed timesteps ``[B]``
+        (:class:`models.nets.unet.UNet` for images, :class:`models.nets.time_mlp.TimeMLP` for points).
+    data_shape: shape of one sample.
+    T: number of diffusion steps (1000 in the paper).
+    schedule: ``linear`` (Ho et al., β from ``beta_start`` to ``beta_end``) or ``cosine``
+        (Nichol & Dhariwal 2021, offset ``cosine_s``).
+    variance: σ_t² of the reverse process, ``beta`` (β_t) or ``posterior`` (β̃_t) (§3.2).
+    ema_decay: decay of the EMA of the weights used for sampling and the bound; ``null``
+        samples with the raw weights. ``ema_warmup_steps`` ramps it up (see :class:`models.ema.EMA`).
+    sampler, sample_steps, eta: defaults of :meth:`sample` (``sample_steps: null`` = all T).
+    clip_denoised: clip x̂_0 to the data range while sampling images (no effect on points).
+    nll_batch_size: held-out examples whose full bound is logged as ``val/nll_bpd`` (0 = off),
+        every ``nll_every_n_val`` validations; ``nll_chunk`` rows go through the net at once.
+    lr, lr_warmup_steps: learning rate, reached linearly over the warm-up (paper: 2e-4, 5000).
+    lr_decay: ``none`` keeps it constant afterwards (the paper); ``cosine`` multiplies it by
+        ½(1 + cos(π · step / total steps)), reaching 0 at the end of training, which lets
+        short runs settle (the 2-D default).
+    grad_clip: gradient-norm clip (paper: 1.0), used unless ``trainer.gradient_clip_val`` is set;
+        ``null`` or 0 disables it.
+    optimizer: a ``_partial_`` torch.optim factory (Adam in the paper).
+    """
+
+    family = "ddpm"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        data_shape: Sequence[int],
+        T: int = 1000,
+        schedule: str = "linear",
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        cosine_s: float = 0.008,
+        variance: str = "beta",
+        ema_decay: float | None = 0.9999,
+        ema_warmup_steps: int = 10,
+        sampler: str = "ddpm",
+        sample_steps: int | None = None,
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        nll_batch_size: int = 8,
+        nll_every_n_val: int = 1,
+        nll_chunk: int = 256,
+        lr: float = 2e-4,
+        lr_warmup_steps: int = 5000,
+        lr_decay: str = "none",
+        grad_clip: float | None = 1.0,
+        optimizer: Any = None,
+    ):
+        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
+        args = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "net", "data_shape", "optimizer", "__class__")
+        }
+        errors = self.argument_errors(args)
+        if errors:
+            raise ValueError("DDPM: " + "; ".join(errors))
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net
+        self.schedule = NoiseSchedule.from_config(schedule, T, beta_start, beta_end, cosine_s)
+        self.T, self.variance = int(T), variance
+        self.ema = EMA(net, ema_decay, ema_warmup_steps) if ema_decay is not None else None
+        self.sampler, self.sample_steps, self.eta = sampler, sample_steps, float(eta)
+        self.clip_denoised = bool(clip_denoised)
+        self.nll_batch_size, self.nll_every_n_val, self.nll_chunk = (
+            int(nll_batch_size),
+            int(nll_every_n_val),
+            int(nll_chunk),
+        )
+        self.lr_warmup_steps, self.lr_decay = int(lr_warmup_steps), lr_decay
+        self.grad_clip = float(grad_clip) if grad_clip else None
+        self._validations = 0
+
+    # --- the networks -------------------------------------------------------------------
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network that samples and is evaluated: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.net
+
+    @contextmanager
+    def _eval_mode(self, net: nn.Module) -> Iterator[nn.Module]:
+        was_training = net.training
+        net.eval()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
+
+    def _timesteps_like(self, t: int | Tensor, n: int) -> Tensor:
+        return torch.full((n,), int(t), device=self.device, dtype=torch.long)
+
+    # --- training: Algorithm 1 ----------------------------------------------------------
+    def simple_loss(self, x0: Tensor, net: nn.Module | None = None) -> Tensor:
+        """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² (eq. 14), averaged over dims."""
+        net = self.net if net is None else net
+        t = torch.randint(0, self.T, (x0.shape[0],), device=x0.device)  # line 3 (0-indexed)
+        noise = torch.randn_like(x0)  # line 4
+        x_t = self.schedule.q_sample(x0, t, noise)  # eq. 4
+        return F.mse_loss(net(x_t, t), noise)  # line 5
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.simple_loss(self.batch_images(batch))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x0 = self.batch_images(batch)
+        self.log("val/loss", self.simple_loss(x0, self.eval_net))
+        if batch_idx == 0 and self.nll_batch_size > 0 and self._validations % self.nll_every_n_val == 0:
+            self.log(
+                "val/nll_bpd",
+                self.nll_bpd(x0[: self.nll_batch_size]).mean(),
+                batch_size=min(len(x0), self.nll_batch_size),
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        self._validations += 1
+
+    def configure_optimizers(self):
+        opt = self.make_optimizer(self.net.parameters())
+        if self.lr_warmup_steps <= 0 and self.lr_decay == "none":
+            return opt
+        warmup = self.lr_warmup_steps
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.lr_decay == "cosine" else None
+
+        def factor(step: int) -> float:
+            # Linear warm-up to lr (Ho et al. 2020, appendix B), then constant or cosine decay.
+            f = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            if total is not None:
+                f *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+            return f
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        if gradient_clip_val is None and self.grad_clip:
+            gradient_clip_val, gradient_clip_algorithm = self.grad_clip, "norm"
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
+
+    # --- sampling: Algorithm 2 and DDIM -------------------------------------------------
+    def resolve_sampling(
+        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None
+    ) -> tuple[str, int, float]:
+        """The sampler, number of steps and η that :meth:`sample` will use (config defaults filled in)."""
+        sampler = self.sampler if sampler is None else sampler
+        steps = (self.sample_steps or self.T) if steps is None else steps
+        eta = self.eta if eta is None else eta
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}: must be one of {list(SAMPLERS)}")
+        if not _is_int(steps, 1) or steps > self.T:
+            raise ValueError(f"steps={steps!r}: must be an integer in [1, T] = [1, {self.T}]")
+        if not _is_number(eta) or eta < 0:
+            raise ValueError(f"eta={eta!r}: must be a number >= 0")
+        return sampler, steps, float(eta)
+
+    def nfe(
+        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None, **_: Any
+    ) -> int:
+        """One network evaluation per step."""
+        return self.resolve_sampling(sampler, steps, eta)[1]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
+        return_trajectory: bool = False,
+        progress: bool | None = None,
+        use_ema: bool = True,
+        **kwargs: Any,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Draw ``n`` samples by running the reverse chain from x_T ~ N(0, I).
+
+        Args:
+            n: number of samples.
+            generator: makes the draw reproducible (may live on another device than the model).
+            steps: number of steps; ``None`` uses ``sample_steps`` from the config (default T).
+                DDPM with fewer than T steps runs Algorithm 2 on the respaced schedule
+                (Nichol & Dhariwal 2021, §4); DDIM strides over the same timesteps.
+            sampler: ``ddpm`` (Algorithm 2) or ``ddim`` (Song et al. 2021, eq. 12).
+            eta: DDIM's η (0: deterministic).
+            return_trajectory: also return the chain x_T, …, x_0 as ``[steps + 1, n, *data_shape]``.
+            progress: show a progress bar; ``None`` shows one on a terminal outside training.
+            use_ema: sample with the EMA weights (the default) when the model keeps them.
+
+        Returns:
+            ``[n, *data_shape]`` in the data range, and the trajectory if asked for.
+        """
+        if kwargs:
+            raise TypeError(f"DDPM.sample got unexpected arguments {sorted(kwargs)}")
+        sampler, steps, eta = self.resolve_sampling(sampler, steps, eta)
+        if progress is None:
+            in_fit = self._trainer is not None and self._trainer.state.status == TrainerStatus.RUNNING
+            progress = sys.stderr.isatty() and not in_fit
+        clip = self.data_range if self.clip_denoised else None
+        timesteps = self.schedule.timesteps(steps).tolist()  # τ_1 < … < τ_S, 0-indexed
+        respaced = self.schedule if steps == self.T else self.schedule.respaced(torch.tensor(timesteps))
+
+        x = self.randn(n, *self.data_shape, generator=generator)  # Algorithm 2, line 1: x_T ~ N(0, I)
+        trajectory = [x] if return_trajectory else None
+        net = self.eval_net if use_ema else self.net
+        with self._eval_mode(net):
+            for i in track(
+                reversed(range(steps)), total=steps, description=f"{sampler} sampling", disable=not progress
+            ):
+                t = self._timesteps_like(timesteps[i], n)
+                eps = net(x, t)
+                if sampler == "ddpm":
+                    z = self.randn(*x.shape, generator=generator) if i > 0 else torch.zeros_like(x)  # line 3
+                    x = respaced.p_sample(eps, i, x, z, self.variance, clip)  # line 4
+                else:
+                    t_prev = timesteps[i - 1] if i > 0 else -1
+                    z = self.randn(*x.shape, generator=generator) if eta > 0 else None
+                    x = self.schedule.ddim_step(eps, t, t_prev, x, eta, z, clip)
+                if trajectory is not None:
+                    trajectory.append(x)
+        x = self.to_data_range(x)
+        if return_trajectory:
+            return x, torch.stack(trajectory)
+        return x
+
+    # --- the variational bound, eq. 5 ---------------------------------------------------
+    @torch.no_grad()
+    def nll_bpd(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = True) -> Tensor:
+        """The full variational bound −log p_θ(x_0) ≤ L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (eq. 5), in bits/dim.
+
+        Every one of the T terms is evaluated, each with one draw x_t ~ q(x_t | x_0) (the bound
+        is an expectation over those draws); timesteps are batched ``nll_chunk`` rows at a time.
+        Images use the discretised decoder of §3.3 for L_0, so the result is comparable to the
+        VAE's bits/dim on the same 8-bit data; for 2-D points L_0 is a Gaussian density and the
+        value bounds the differential entropy instead.
+
+        Returns:
+            ``[B]`` bits/dim, one per example.
+        """
+        if not x0.is_floating_point():
+            raise TypeError(
+                f"nll_bpd expects float data in the data range (images in [-1, 1]), got {x0.dtype} tensor"
+            )
+        x0 = x0.to(self.device)
+        b = x0.shape[0]
+        net = self.eval_net if use_ema else self.net
+        total = self.schedule.prior_kl(x0).flatten(1).sum(1)  # L_T
+        per_forward = max(1, self.nll_chunk // b)
+        with self._eval_mode(net):
+            for start in range(0, self.T, per_forward):
+                ts = torch.arange(start, min(start + per_forward, self.T), device=self.device)
+                t = ts.repeat_interleave(b)
+                x = x0.repeat(len(ts), *([1] * (x0.ndim - 1)))
+                x_t = self.schedule.q_sample(x, t, self.randn(*x.shape, generator=generator))
+                terms = self.schedule.vb_terms(
+                    net(x_t, t), x, x_t, t, self.variance, discrete=self.data_range is not None
+                )
+                total = total + terms.flatten(1).sum(1).view(len(ts), b).sum(0)  # Σ L_{t−1} + L_0
+        return nats_to_bits_per_dim(total, self.num_dims)
+
+    # --- configuration checks -----------------------------------------------------------
+    @staticmethod
+    def argument_errors(args: dict[str, Any]) -> list[str]:
+        """Problems with the model's scalar settings (``args`` maps names to values), one message each."""
+        g = args.get
+        errors = schedule_errors(
+            g("schedule", "linear"),
+            g("T", 1000),
+            g("beta_start", 1e-4),
+            g("beta_end", 0.02),
+            g("cosine_s", 0.008),
+            prefix="model.",
+        )
+        errors = [e.replace("model.s=", "model.cosine_s=") for e in errors]
+        T = g("T", 1000)
+        if g("variance", "beta") not in VARIANCES:
+            errors.append(f"model.variance={g('variance')!r}: must be one of {list(VARIANCES)}")
+        if g("sampler", "ddpm") not in SAMPLERS:
+            errors.append(f"model.sampler={g('sampler')!r}: must be one of {list(SAMPLERS)}")
+        steps = g("sample_steps")
+        if steps is not None and (not _is_int(steps, 1) or (_is_int(T, 1) and steps > T)):
+            errors.append(
+                f"model.sample_steps={steps!r}: must be null (all T steps) or an integer in [1, T={T}]"
+            )
+        eta = g("eta", 0.0)
+        if not _is_number(eta) or eta < 0:
+            errors.append(f"model.eta={eta!r}: must be a number >= 0 (DDIM's η)")
+        decay = g("ema_decay", 0.9999)
+        if decay is not None and (not _is_number(decay) or not 0 <= decay < 1):
+            errors.append(f"model.ema_decay={decay!r}: must be null (no EMA) or a number in [0, 1)")
+        for key, lo in (
+            ("ema_warmup_steps", 0),
+            ("nll_batch_size", 0),
+            ("nll_every_n_val", 1),
+            ("nll_chunk", 1),
+            ("lr_warmup_steps", 0),
+        ):
+            v = g(key, lo)
+            if not _is_int(v, lo):
+                errors.append(f"model.{key}={v!r}: must be an integer >= {lo}")
+        if g("lr_decay", "none") not in LR_DECAYS:
+            errors.append(f"model.lr_decay={g('lr_decay')!r}: must be one of {list(LR_DECAYS)}")
+        clip = g("grad_clip", 1.0)
+        if clip is not None and (not _is_number(clip) or clip < 0):
+            errors.append(f"model.grad_clip={clip!r}: must be null or a number >= 0")
+        if not isinstance(g("clip_denoised", True), bool):
+            errors.append(f"model.clip_denoised={g('clip_denoised')!r}: must be true or false")
+        return errors
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        errors = super().config_errors(cfg)
+        errors += cls.argument_errors({k: cfg.get(k) for k in cfg if not str(k).startswith("_")})
+        net = cfg.get("net")
+        if net is not None and "_target_" in net:
+            try:
+                check = getattr(get_class(net["_target_"]), "config_errors", None)
+            except Exception as e:  # noqa: BLE001 - an import failure is a config problem here
+                errors.append(f"model.net._target_={net['_target_']!r}: cannot be imported ({e})")
+            else:
+                if check is not None:
+                    errors += check(net)
+        return errors

@@ -1,0 +1,328 @@
+"""The generative adversarial network (Goodfellow et al. 2014) as a genbench family.
+
+The lecture's picture: a random vector z ~ N(0, I) goes through a generator G to give a
+sample G(z); a discriminator D judges real data against G(z), and both are trained against
+each other. The objectives are chosen by name from :data:`models.losses.GAN_LOSSES`
+(``nonsaturating`` — the lecture's — ``minimax``, ``hinge``, ``wgan-gp``); the usual
+stabilisers are options: spectral normalisation of D (Miyato et al. 2018), the R1 penalty
+(Mescheder et al. 2018), an exponential moving average of G's weights used for sampling
+(Karras et al. 2018) and separate learning rates for G and D (TTUR, Heusel et al. 2017).
+
+**Steps.** One training step takes one real batch and makes one discriminator update; the
+generator is updated after every ``n_critic``-th discriminator update (Gulrajani et al. 2017,
+Algorithm 1, with a fresh real batch per critic update). Only the discriminator updates count
+as Lightning's ``global_step``, so ``trainer.max_steps × data.batch_size`` is the number of real
+images seen, the budget unit shared with the VAE and DDPM; the generator makes
+``max_steps // n_critic`` updates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genbench.errors import TrainingDivergedError
+from models.base import GenerativeModule
+from models.ema import EMA
+from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
+
+# Lightning 2.6 warns that ModelCheckpoint saves manual-optimisation models *after* the optimizer
+# step. That is the state we want: weights, optimizer moments, EMA and step counter all agree.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Divide the weight of every linear and convolutional layer by its largest singular value,
+    estimated by one power iteration per forward pass (Miyato et al. 2018, Algorithm 1)."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
+
+
+def _do_nothing() -> None:
+    return None
+
+
+class GAN(GenerativeModule):
+    """Args:
+    generator: network ``z [B, latent_dim] -> x`` (any output of the data's size).
+    discriminator: network ``x -> [B, 1]`` of raw scores (logits / critic values).
+    data_shape: shape of one sample.
+    latent_dim: size of z.
+    loss: one of :data:`models.losses.GAN_LOSSES`.
+    n_critic: discriminator updates per generator update.
+    gp_weight: λ of the WGAN-GP gradient penalty (used with ``loss=wgan-gp`` only).
+    r1_gamma: γ of the R1 penalty γ/2 · E‖∇D(x)‖² on real data; 0 turns it off.
+    spectral_norm: spectral normalisation on every layer of the discriminator.
+    ema, ema_decay, ema_warmup_steps: sample with an EMA of the generator's weights.
+    lr: generator learning rate; lr_d: discriminator learning rate (``None``: same as ``lr``).
+    n_fixed_samples: size of the fixed validation z, so sample grids are comparable across epochs.
+    """
+
+    family = "gan"
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        data_shape: Sequence[int],
+        latent_dim: int = 64,
+        loss: str = "nonsaturating",
+        n_critic: int = 1,
+        gp_weight: float = 10.0,
+        r1_gamma: float = 0.0,
+        spectral_norm: bool = False,
+        ema: bool = True,
+        ema_decay: float = 0.999,
+        ema_warmup_steps: int = 0,
+        lr: float = 2e-4,
+        lr_d: float | None = None,
+        optimizer: Any = None,
+        n_fixed_samples: int = 64,
+    ):
+        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
+        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"])
+        self.automatic_optimization = False  # two optimizers, stepped by hand (Lightning 2.x)
+        self.generator = generator
+        self.discriminator = apply_spectral_norm(discriminator) if spectral_norm else discriminator
+        self.latent_dim = int(latent_dim)
+        self.loss_name = loss
+        self.objective = gan_loss(loss)
+        self.n_critic = int(n_critic)
+        self.gp_weight, self.r1_gamma = float(gp_weight), float(r1_gamma)
+        self.lr_d = self.lr if lr_d is None else float(lr_d)
+        # The averaged generator: its weights are buffers, so they live in the state_dict.
+        self.ema = EMA(generator, decay=ema_decay, warmup_steps=ema_warmup_steps) if ema else None
+        # A fixed z (seeded independently of the run's seed): the same latents every validation.
+        fixed = torch.Generator().manual_seed(0)
+        self.register_buffer("fixed_z", torch.randn(int(n_fixed_samples), self.latent_dim, generator=fixed))
+
+    # --- the two players --------------------------------------------------------------
+    def discriminate(self, x: Tensor) -> Tensor:
+        """D(x): one raw score per example, ``[B]``."""
+        return self.discriminator(x).reshape(x.shape[0])
+
+    def generate(self, z: Tensor) -> Tensor:
+        """G(z) with the training generator, in its current mode: ``[B, *data_shape]``."""
+        return self.generator(z).view(-1, *self.data_shape)
+
+    @contextmanager
+    def _sampling_generator(self, ema: bool | None):
+        """The generator used for samples: the EMA copy if kept, in eval mode (batch-norm running statistics)."""
+        use_ema = self.ema is not None if ema is None else bool(ema)
+        if use_ema and self.ema is None:
+            raise ValueError("sample(ema=True): this GAN keeps no EMA generator (model.ema=false)")
+        net = self.ema.module if use_ema else self.generator
+        was_training = net.training
+        net.eval()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
+
+    # --- training ---------------------------------------------------------------------
+    def discriminator_terms(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """The discriminator's loss on a real and a fake batch, with its penalties."""
+        terms: dict[str, Tensor] = {}
+        if self.r1_gamma > 0:
+            r1, real_out = r1_penalty(self.discriminate, real)
+            terms["r1"] = r1
+        else:
+            real_out = self.discriminate(real)
+        fake_out = self.discriminate(fake)
+        d_loss = self.objective.discriminator(real_out, fake_out)
+        if self.objective.gradient_penalty:
+            terms["gp"] = gradient_penalty(self.discriminate, real, fake)
+            d_loss = d_loss + self.gp_weight * terms["gp"]  # Gulrajani et al. 2017, eq. 3
+        if self.r1_gamma > 0:
+            d_loss = d_loss + 0.5 * self.r1_gamma * terms["r1"]  # Mescheder et al. 2018, eq. 9
+        terms.update(d_loss=d_loss, d_real=real_out.detach().mean(), d_fake=fake_out.detach().mean())
+        return terms
+
+    def discriminator_step(self, real: Tensor, opt_d) -> dict[str, Tensor]:
+        """One discriminator update on ``real`` and as many fakes (G is not updated)."""
+        self.toggle_optimizer(opt_d)  # only D's parameters take gradients
+        with torch.no_grad():
+            fake = self.generate(self.randn(real.shape[0], self.latent_dim))
+        terms = self.discriminator_terms(real, fake)
+        self._check_finite("train/d_loss", terms["d_loss"])
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(terms["d_loss"])
+        opt_d.step()  # counted by Lightning: global_step += 1
+        self.untoggle_optimizer(opt_d)
+        return terms
+
+    def generator_step(self, batch_size: int, opt_g) -> dict[str, Tensor]:
+        """One generator update against the current discriminator (D is not updated)."""
+        self.toggle_optimizer(opt_g)  # D's parameters take no gradients from the generator loss
+        fake_out = self.discriminate(self.generate(self.randn(batch_size, self.latent_dim)))
+        g_loss = self.objective.generator(fake_out)
+        self._check_finite("train/g_loss", g_loss)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        # Not counted as a Lightning step (see the module docstring): the strategy's step is
+        # exactly LightningOptimizer.step without the step counter (precision plugin, AMP included).
+        self.trainer.strategy.optimizer_step(opt_g.optimizer, closure=_do_nothing)
+        self.untoggle_optimizer(opt_g)
+        if self.ema is not None:
+            self.ema.update(self.generator)
+        return {"g_loss": g_loss}
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = self.batch_images(batch)
+        opt_g, opt_d = self.optimizers()
+        terms = self.discriminator_step(real, opt_d)
+        if self.global_step % self.n_critic == 0:  # global_step now counts this update too
+            terms.update(self.generator_step(real.shape[0], opt_g))
+        prog = {"d_loss", "g_loss"}
+        for name, value in terms.items():
+            self.log(f"train/{name}", value.detach(), prog_bar=name in prog)
+
+    def _check_finite(self, name: str, value: Tensor) -> None:
+        """Stop at the first non-finite loss, before it reaches the weights."""
+        if torch.isfinite(value).all():
+            return
+        step = self.global_step + (1 if name == "train/d_loss" else 0)
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
+        kept = (
+            f"the last good checkpoint is {ckpt}"
+            if ckpt and Path(ckpt).is_file()
+            else "no checkpoint was written yet"
+        )
+        raise TrainingDivergedError(
+            f"training diverged: {name}={value.item()} at step {step} (model.loss={self.loss_name}); "
+            f"stopped before this update, {kept}. Try a lower model.lr / model.lr_d, "
+            f"model.spectral_norm=true or model.r1_gamma > 0"
+        )
+
+    def configure_optimizers(self):
+        # Order matters for the checkpoint's optimizer states: [generator, discriminator].
+        opt_g = self.make_optimizer(self.generator.parameters(), lr=self.lr)
+        opt_d = self.make_optimizer(self.discriminator.parameters(), lr=self.lr_d)
+        return [opt_g, opt_d]
+
+    # --- validation: mean scores on held-out data and a grid from the fixed z ---------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        real = self.batch_images(batch)
+        with self._sampling_generator(ema=None) as g:
+            fake = g(self.randn(real.shape[0], self.latent_dim)).view_as(real)
+        self.log("val/d_real", self.discriminate(real).mean())
+        self.log("val/d_fake", self.discriminate(fake).mean())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        x = self.fixed_samples().cpu()
+        path = Path(self.trainer.default_root_dir) / "samples" / f"gan_fixed_z_step{self.global_step:06d}.png"
+        save_sample_figure(x, path)
+        for lg in self.loggers:
+            if hasattr(lg, "log_image"):  # W&B: the same latents at every validation
+                lg.log_image(key="val/fixed_z_samples", images=[str(path)], step=self.global_step)
+
+    # --- the contract -----------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **kwargs: Any
+    ) -> Tensor:
+        """G(z), z ~ N(0, I), in the data range; with the EMA generator when one is kept (``ema=None``)."""
+        return self.decode(self.randn(n, self.latent_dim, generator=generator), ema=ema)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, ema: bool | None = None) -> Tensor:
+        """The sampling generator (EMA, eval mode) applied to given latents, in the data range."""
+        with self._sampling_generator(ema) as g:
+            return self.to_data_range(g(z.to(self.device)).view(-1, *self.data_shape))
+
+    @torch.no_grad()
+    def fixed_samples(self) -> Tensor:
+        """Samples of the fixed validation z: the same latents at every call, comparable across epochs."""
+        return self.decode(self.fixed_z)
+
+    @torch.no_grad()
+    def interpolate(self, z_a: Tensor, z_b: Tensor, steps: int = 8, ema: bool | None = None) -> Tensor:
+        """The lecture's latent walk: G at ``steps`` points on the line from z_a to z_b, ``[steps, *data_shape]``."""
+        z_a, z_b = z_a.reshape(-1).to(self.device), z_b.reshape(-1).to(self.device)
+        if z_a.numel() != self.latent_dim or z_b.numel() != self.latent_dim:
+            raise ValueError(
+                f"interpolate: z_a and z_b must have {self.latent_dim} entries, got {z_a.numel()} and {z_b.numel()}"
+            )
+        w = torch.linspace(0, 1, int(steps), device=self.device)[:, None]
+        return self.decode((1 - w) * z_a + w * z_b, ema=ema)
+
+    # --- checkpoints ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never overwrite a good checkpoint with diverged weights.
+        bad = [
+            k
+            for k, v in checkpoint.get("state_dict", {}).items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
+        ]
+        if bad:
+            raise TrainingDivergedError(
+                f"training diverged: non-finite weights at step {self.global_step} in {', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}; the checkpoint was not written"
+            )
+        super().on_save_checkpoint(checkpoint)
+
+    # --- configuration checks ---------------------------------------------------------
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        errors = super().config_errors(cfg)
+        loss = cfg.get("loss", "nonsaturating")
+        if loss not in GAN_LOSSES:
+            errors.append(f"model.loss={loss!r}: must be one of {list(GAN_LOSSES)}")
+        for key, default in (("n_critic", 1), ("latent_dim", 64), ("n_fixed_samples", 64)):
+            v = cfg.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                errors.append(f"model.{key}={v!r}: must be an integer >= 1")
+        for key, default in (("gp_weight", 10.0), ("r1_gamma", 0.0)):
+            v = cfg.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                errors.append(f"model.{key}={v!r}: must be a number >= 0 (a penalty weight)")
+        lr_d = cfg.get("lr_d")
+        if lr_d is not None and (
+            isinstance(lr_d, bool) or not isinstance(lr_d, (int, float)) or not lr_d > 0
+        ):
+            errors.append(f"model.lr_d={lr_d!r}: must be null (same as model.lr) or a number > 0")
+        for key in ("spectral_norm", "ema"):
+            v = cfg.get(key, False)
+            if not isinstance(v, bool):
+                errors.append(f"model.{key}={v!r}: must be true or false")
+        decay = cfg.get("ema_decay", 0.999)
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            errors.append(f"model.ema_decay={decay!r}: must be a number in [0, 1)")
+        warm = cfg.get("ema_warmup_steps", 0)
+        if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
+            errors.append(f"model.ema_warmup_steps={warm!r}: must be an integer >= 0")
+        disc = cfg.get("discriminator") or {}
+        if loss == "wgan-gp" and hasattr(disc, "get") and disc.get("norm") == "batch":
+            errors.append(
+                "model.discriminator.norm='batch' with model.loss='wgan-gp': the gradient penalty is per example "
+                "and batch norm mixes examples; use norm 'layer' or 'none' (Gulrajani et al. 2017, §4)"
+            )
+        return errors
+
+
+def save_sample_figure(x: Tensor, path: Path) -> Path:
+    """Images as one grid PNG; 2-D points as a scatter plot."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if x.dim() == 4:
+        from torchvision.utils import save_image
+
+        save_image((x + 1) / 2, path, nrow=int(len(x) ** 0.5), padding=1)
+        return path
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=(3, 3))
+    ax = fig.add_subplot()
+    ax.scatter(x[:, 0], x[:, 1], s=4)
+    ax.set_aspect("equal")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path

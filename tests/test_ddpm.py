@@ -1,0 +1,282 @@
+"""The DDPM family end to end: EMA, UNet, config checks, training, checkpoints, sampling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from datamodules.toy2d import ring_centers
+from genbench.checkpoint import load_model
+from genbench.errors import ConfigError
+from genbench.train import train
+from genbench.validate import config_errors
+from models.ddpm import DDPM
+from models.ema import EMA
+from models.nets.time_mlp import TimeMLP
+from models.nets.unet import UNet
+from tests.conftest import compose_config, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# A UNet small enough for CPU tests (the default config's is ~1 M parameters).
+TINY_UNET = ["net.image.eps_net.ch=8", "net.image.eps_net.ch_mult=[1,2]", "net.image.eps_net.groups=4"]
+
+
+def mode_stats(x: torch.Tensor, centers: torch.Tensor, std: float) -> tuple[float, int]:
+    """Share of samples within 3σ of their nearest mode, and how many modes got at least one of them."""
+    dist, nearest = torch.cdist(x, centers).min(1)
+    good = dist < 3 * std
+    return good.float().mean().item(), int(torch.bincount(nearest[good], minlength=len(centers)).gt(0).sum())
+
+
+# --- EMA ----------------------------------------------------------------------------------------
+def test_ema_update_warmup_and_state_dict():
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    ema = EMA(net, decay=0.9, warmup_steps=0)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].running_mean.fill_(5.0)
+    ema.update(net)
+    assert torch.allclose(ema.module[0].weight, w0 + 0.1)  # 0.9 θ_ema + 0.1 θ
+    assert torch.equal(ema.module[1].running_mean, torch.full((4,), 5.0))  # buffers are copied
+    assert int(ema.num_updates) == 1
+    # the average lives in the state_dict, never in parameters()
+    assert list(ema.parameters()) == []
+    assert {"num_updates", "module.0.weight", "module.1.running_mean"} <= set(ema.state_dict())
+    # warm-up: d_k = min(decay, (1 + k) / (warmup + k))
+    ramp = EMA(net, decay=0.999, warmup_steps=10)
+    assert ramp.current_decay() == pytest.approx(0.1)
+    ramp.num_updates.fill_(990)
+    assert ramp.current_decay() == pytest.approx(0.991)  # 991 / 1000
+    ramp.num_updates.fill_(100_000)
+    assert ramp.current_decay() == 0.999
+
+
+def test_ema_swap_and_eval_mode():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+    ema = EMA(net, decay=0.5)
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+    ema.update(net)
+    own = net[0].weight.detach().clone()
+    with ema.swapped_into(net):
+        assert torch.equal(net[0].weight, ema.module[0].weight)
+    assert torch.equal(net[0].weight, own)
+    ema.train()
+    assert not ema.module.training  # dropout stays off in the average
+    with pytest.raises(ValueError, match=r"decay=1.0: must be a number in \[0, 1\)"):
+        EMA(net, decay=1.0)
+
+
+# --- networks -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape, kwargs",
+    [
+        (
+            (1, 28, 28),
+            dict(
+                ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(-1,), attn_resolutions=(), groups=8
+            ),
+        ),
+        ((3, 32, 32), dict(ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(16,), groups=8)),
+    ],
+)
+def test_unet_shapes(shape, kwargs):
+    net = UNet(in_channels=shape[0], image_size=shape[1], dropout=0.1, **kwargs)
+    x = torch.randn(3, *shape)
+    out = net(x, torch.tensor([0, 500, 999]))
+    assert out.shape == x.shape
+    assert net.attn_resolutions == ([7] if shape[1] == 28 else [16])
+
+
+def test_unet_cifar10_config_is_the_papers_35_7m_network(tmp_path):
+    cfg = compose_config(["model=ddpm", "data=cifar10", "net=unet_cifar10", "logger=none"], run_dir=tmp_path)
+    assert config_errors(cfg) == []
+    net = instantiate(cfg.model.net, _convert_="all")
+    n = sum(p.numel() for p in net.parameters())
+    assert abs(n - 35.7e6) < 0.1e6, n
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 32, 32), torch.tensor([10])).shape == (1, 3, 32, 32)
+
+
+def test_unet_refuses_an_image_size_it_cannot_halve():
+    with pytest.raises(ValueError, match="image_size=28: the UNet halves it 3 times .* divisible by 8"):
+        UNet(in_channels=1, image_size=28, ch_mult=(1, 2, 2, 2), attn_resolutions=())
+
+
+def test_time_mlp_shapes():
+    net = TimeMLP(2, hidden=32, depth=2)
+    assert net(torch.randn(5, 2), torch.arange(5)).shape == (5, 2)
+
+
+# --- configuration checks, before training ------------------------------------------------------
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.T=0"], "model.T=0: must be an integer >= 1"),
+        (["model.beta_start=0"], r"model.beta_start=0: must be a number in the open interval \(0, 1\)"),
+        (["model.beta_end=1.5"], r"model.beta_end=1.5: must be a number in the open interval \(0, 1\)"),
+        (["model.beta_start=0.02", "model.beta_end=0.001"], "must be increasing, beta_start < beta_end"),
+        (["model.schedule=quadratic"], r"model.schedule='quadratic': must be one of \['linear', 'cosine'\]"),
+        (["model.variance=learned"], r"model.variance='learned': must be one of \['beta', 'posterior'\]"),
+        (
+            ["model.sampler=ddim", "model.sample_steps=2000"],
+            r"model.sample_steps=2000: must be null .* \[1, T=1000\]",
+        ),
+        (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim'\]"),
+        (["model.ema_decay=1.0"], r"model.ema_decay=1.0: must be null \(no EMA\) or a number in \[0, 1\)"),
+        (["net=unet_cifar10"], "model.net.image_size=28: the UNet halves it 3 times"),
+        (["net.image.eps_net.groups=5"], "model.net.groups=5: must divide every level's channel count"),
+    ],
+)
+def test_bad_config_fails_before_training(tiny_config, tmp_path, overrides, message):
+    cfg = tiny_config("model=ddpm", "data=mnist5k", *overrides)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_sample_refuses_more_steps_than_T():
+    model = DDPM(TimeMLP(2, 16, 1), [2], T=20, ema_decay=None)
+    with pytest.raises(ValueError, match=r"steps=21: must be an integer in \[1, T\] = \[1, 20\]"):
+        model.sample(2, sampler="ddim", steps=21)
+    with pytest.raises(ValueError, match="sampler='euler'"):
+        model.sample(2, sampler="euler")
+
+
+# --- sampling -----------------------------------------------------------------------------------
+def test_sampling_options_nfe_and_trajectory():
+    torch.manual_seed(0)
+    model = DDPM(TimeMLP(2, 16, 1), [2], T=30, ema_decay=0.9)
+    assert model.nfe() == 30 and model.nfe(sampler="ddim", steps=10) == 10
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    x, traj = model.sample(5, generator=g(), return_trajectory=True)
+    assert x.shape == (5, 2) and traj.shape == (31, 5, 2)
+    assert torch.equal(traj[-1], x)  # points are not clipped
+    assert torch.equal(model.sample(5, generator=g()), x)  # reproducible
+    ddim = model.sample(5, generator=g(), sampler="ddim", steps=10, return_trajectory=True)[1]
+    assert ddim.shape == (11, 5, 2)
+    assert torch.equal(ddim[0], traj[0])  # same x_T
+    # η = 0 is deterministic given x_T; the strided DDPM runs Algorithm 2 on the respaced schedule
+    assert torch.isfinite(model.sample(5, sampler="ddpm", steps=7, progress=True)).all()
+
+
+# --- training end to end ------------------------------------------------------------------------
+def test_train_save_load_sample_images(tiny_config, tmp_path):
+    cfg = tiny_config(
+        "model=ddpm",
+        "data=mnist5k",
+        "model.T=20",
+        "model.nll_every_n_val=1",
+        "data.batch_size=16",
+        *TINY_UNET,
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+    )
+    results = train(cfg)
+    assert results["family"] == "ddpm" and results["steps"] == 4
+    assert results["parameters"] == sum(
+        p.numel() for p in instantiate(cfg.model, _convert_="all").net.parameters()
+    )
+    assert {"train/loss", "val/loss", "val/nll_bpd"} <= set(results["metrics"])
+    assert 0 < results["metrics"]["val/nll_bpd"] < 20
+    model = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    assert isinstance(model, DDPM) and int(model.ema.num_updates) == 4
+    g = torch.Generator().manual_seed(0)
+    for kwargs in ({}, {"sampler": "ddim", "steps": 5}):
+        x = model.sample(6, generator=g, **kwargs)
+        assert x.shape == (6, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    bpd = model.nll_bpd(dm.real_samples("val", 2))
+    assert bpd.shape == (2,) and torch.isfinite(bpd).all()
+    assert 0 < bpd.min() and bpd.max() < 20
+    with pytest.raises(TypeError, match="uint8"):
+        model.nll_bpd(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_resume_keeps_the_ema(tiny_config, tmp_path, monkeypatch):
+    first = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=5", run_dir=tmp_path / "a")
+    train(first)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    saved = {
+        k: v for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items() if k.startswith("ema.")
+    }
+    assert int(saved["ema.num_updates"]) == 5
+    assert not torch.equal(
+        saved["ema.module.out.weight"], torch.load(ckpt, weights_only=True)["state_dict"]["net.out.weight"]
+    )
+
+    seen = {}
+
+    def record(self):
+        seen.update({f"ema.{k}": v.clone() for k, v in self.ema.state_dict().items()})
+
+    monkeypatch.setattr(DDPM, "on_train_start", record, raising=False)
+    resumed = tiny_config(
+        "model=ddpm", "data=rings", "trainer.max_steps=8", f"ckpt_path={ckpt}", run_dir=tmp_path / "b"
+    )
+    results = train(resumed)
+    assert results["start_step"] == 5 and results["steps"] == 8
+    assert seen.keys() == saved.keys()
+    for k, v in saved.items():
+        assert torch.equal(seen[k], v), k  # the resumed run starts from the saved average
+    model = load_model(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert int(model.ema.num_updates) == 8
+
+
+def test_console_script_rings(tmp_path):
+    out = tmp_path / "run"
+    common = [
+        "genbench-train",
+        "model=ddpm",
+        "data=rings",
+        "logger=csv",
+        f"hydra.run.dir={out}",
+        "trainer.enable_progress_bar=false",
+        "eval.final=false",  # a 1000-step DDPM evaluation of 5000 samples is a benchmark, not a test
+    ]
+    proc = run_cli(
+        *common, "trainer.max_steps=6", "trainer.log_every_n_steps=2", env={"OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["family"] == "ddpm" and results["steps"] == 6
+    assert (out / "csv" / "metrics.csv").is_file()
+
+
+def test_ddpm_learns_rings_in_a_short_run(tiny_config, tmp_path):
+    """A short CPU run of the 2-D DDPM puts most samples on the 8 modes (the default budget does better)."""
+    cfg = tiny_config(
+        "model=ddpm",
+        "data=rings",
+        "trainer.max_steps=400",
+        "model.nll_batch_size=0",
+        "+trainer.limit_val_batches=1",
+    )
+    train(cfg)
+    model = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    x = model.sample(500, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=50)
+    share, modes = mode_stats(x, ring_centers(8, 2.0), 0.02)
+    assert modes == 8
+    assert share > 0.5, share  # 0.67 measured; 0.97 after the default 2000 steps with the 1000-step sampler
+
+
+@pytest.mark.slow
+def test_default_mnist_model_samples_1000_and_50_steps_from_a_checkpoint(tiny_config, tmp_path):
+    """The issue's check with the default UNet and T = 1000: sample(64) and sample(64, ddim, 50)."""
+    train(tiny_config("model=ddpm", "data=mnist5k", "trainer.max_steps=2"))
+    model = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    assert model.T == 1000 and model.nfe() == 1000
+    g = torch.Generator().manual_seed(0)
+    full = model.sample(64, generator=g)
+    fast = model.sample(64, generator=g, sampler="ddim", steps=50)
+    x, trajectory = model.sample(4, generator=g, sampler="ddim", steps=50, return_trajectory=True)
+    assert full.shape == fast.shape == (64, 1, 28, 28)
+    assert trajectory.shape == (51, 4, 1, 28, 28)
+    assert torch.isfinite(full).all() and torch.isfinite(fast).all()

@@ -1,0 +1,38 @@
+"""The lecture comparison end to end with a tiny budget: every file of the report is produced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genbench.compare import group_records, load_records
+from tests.conftest import run_cli
+
+REPORT_FILES = ["report.md", "table.md", "table.csv", "samples.png", "forward_diffusion.png", "reverse_chain.png",
+                "vae_reconstructions.png", "vae_interpolation.png", "gan_interpolation.png", "fid_vs_time.png",
+                "trilemma.png", "toy.png"]
+
+
+@pytest.mark.slow  # 9 trainings + evaluations (DDPM's full bound has T = 1000 terms): minutes on 2 cores
+def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
+    out = tmp_path / "lecture"
+    tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32", "eval.every_n_steps=2",
+            "eval.kid_subset_size=16", "eval.nll_samples=4", "trainer.enable_progress_bar=false"]
+    r = run_cli("genbench-lecture", "--out", str(out), "--", *tiny, timeout=900)
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    for name in REPORT_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, f"missing {name}"
+    report = (out / "report.md").read_text()
+    for name in REPORT_FILES[3:]:
+        assert f"]({name})" in report, f"{name} not in report.md"
+    groups = group_records(load_records([out]))
+    assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings", "grid") for f in ("gan", "vae", "ddpm")}
+    # one W&B group per data set, one offline run per job, plus the report run
+    images = sorted((out / "images").glob("*/results.json"))
+    assert len(images) == 3
+    for f in images:
+        res = json.loads(f.read_text())
+        assert res["config"]["group"] == "lecture_mnist5k"
+        assert list((f.parent / "wandb").glob("offline-run-*"))
+    assert list(out.glob("wandb/offline-run-*")), "the report is logged to W&B as its own run"
