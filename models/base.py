@@ -7,7 +7,8 @@ defined here, so GAN, VAE and DDPM are judged by exactly the same code.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import lightning as L
@@ -80,6 +81,18 @@ class GenerativeModule(L.LightningModule):
         """
         device = generator.device if generator is not None else self.device
         return torch.randn(*shape, generator=generator, device=device).to(self.device)
+
+    @contextmanager
+    def validation_rng(self, batch_idx: int) -> Iterator[None]:
+        """Validation draws its own noise (seeded by the batch index) and restores the RNG after.
+
+        So validation neither perturbs the training noise stream (a resumed run stays bitwise equal
+        to an uninterrupted one) nor gives different numbers from one validation to the next.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(1_000_003 + batch_idx)
+            yield
 
     def to_data_range(self, x: Tensor) -> Tensor:
         if self.data_range is None:

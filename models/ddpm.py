@@ -148,19 +148,23 @@ class DDPM(GenerativeModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here, not in on_train_batch_end: ModelCheckpoint saves in the callbacks' on_train_batch_end,
+        # which Lightning runs before the module's, so a checkpoint would miss this step's update.
         if self.ema is not None:
             self.ema.update(self.net)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x0 = self.batch_images(batch)
-        self.log("val/loss", self.simple_loss(x0, self.eval_net))
-        if batch_idx == 0 and self.nll_batch_size > 0 and self._validations % self.nll_every_n_val == 0:
-            self.log(
-                "val/nll_bpd",
-                self.nll_bpd(x0[: self.nll_batch_size]).mean(),
-                batch_size=min(len(x0), self.nll_batch_size),
-            )
+        with self.validation_rng(batch_idx):
+            self.log("val/loss", self.simple_loss(x0, self.eval_net))
+            if batch_idx == 0 and self.nll_batch_size > 0 and self._validations % self.nll_every_n_val == 0:
+                self.log(
+                    "val/nll_bpd",
+                    self.nll_bpd(x0[: self.nll_batch_size]).mean(),
+                    batch_size=min(len(x0), self.nll_batch_size),
+                )
 
     def on_validation_epoch_end(self) -> None:
         self._validations += 1

@@ -93,7 +93,8 @@ class VAE(GenerativeModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x = self.batch_images(batch)
-        terms = self.negative_elbo(x, beta=1.0)
+        with self.validation_rng(batch_idx):
+            terms = self.negative_elbo(x, beta=1.0)
         elbo = -terms["loss"].mean()
         self.log("val/elbo", elbo, prog_bar=True)
         self.log("val/loss", terms["loss"].mean())
