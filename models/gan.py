@@ -64,6 +64,8 @@ class GAN(GenerativeModule):
     ema, ema_decay, ema_warmup_steps: sample with an EMA of the generator's weights.
     lr: generator learning rate; lr_d: discriminator learning rate (``None``: same as ``lr``).
     n_fixed_samples: size of the fixed validation z, so sample grids are comparable across epochs.
+    fixed_grid_every_n_steps: write the fixed-z grid to ``<run_dir>/samples/`` at the first
+        validation at least this many steps after the last one, and when training ends (0: never).
     """
 
     family = "gan"
@@ -86,6 +88,7 @@ class GAN(GenerativeModule):
         lr_d: float | None = None,
         optimizer: Any = None,
         n_fixed_samples: int = 64,
+        fixed_grid_every_n_steps: int = 500,
     ):
         super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"])
@@ -103,6 +106,8 @@ class GAN(GenerativeModule):
         # A fixed z (seeded independently of the run's seed): the same latents every validation.
         fixed = torch.Generator().manual_seed(0)
         self.register_buffer("fixed_z", torch.randn(int(n_fixed_samples), self.latent_dim, generator=fixed))
+        self.fixed_grid_every_n_steps = int(fixed_grid_every_n_steps)
+        self._last_fixed_grid_step: int | None = None
 
     # --- the two players --------------------------------------------------------------
     def discriminate(self, x: Tensor) -> Tensor:
@@ -148,32 +153,39 @@ class GAN(GenerativeModule):
 
     def discriminator_step(self, real: Tensor, opt_d) -> dict[str, Tensor]:
         """One discriminator update on ``real`` and as many fakes (G is not updated)."""
-        self.toggle_optimizer(opt_d)  # only D's parameters take gradients
-        with torch.no_grad():
-            fake = self.generate(self.randn(real.shape[0], self.latent_dim))
-        terms = self.discriminator_terms(real, fake)
-        self._check_finite("train/d_loss", terms["d_loss"])
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(terms["d_loss"])
-        opt_d.step()  # counted by Lightning: global_step += 1
-        self.untoggle_optimizer(opt_d)
+        with self._toggled(opt_d):  # only D's parameters take gradients
+            with torch.no_grad():
+                fake = self.generate(self.randn(real.shape[0], self.latent_dim))
+            terms = self.discriminator_terms(real, fake)
+            self._check_finite("train/d_loss", terms["d_loss"])
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(terms["d_loss"])
+            opt_d.step()  # counted by Lightning: global_step += 1
         return terms
 
     def generator_step(self, batch_size: int, opt_g) -> dict[str, Tensor]:
         """One generator update against the current discriminator (D is not updated)."""
-        self.toggle_optimizer(opt_g)  # D's parameters take no gradients from the generator loss
-        fake_out = self.discriminate(self.generate(self.randn(batch_size, self.latent_dim)))
-        g_loss = self.objective.generator(fake_out)
-        self._check_finite("train/g_loss", g_loss)
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        # Not counted as a Lightning step (see the module docstring): the strategy's step is
-        # exactly LightningOptimizer.step without the step counter (precision plugin, AMP included).
-        self.trainer.strategy.optimizer_step(opt_g.optimizer, closure=_do_nothing)
-        self.untoggle_optimizer(opt_g)
+        with self._toggled(opt_g):  # D's parameters take no gradients from the generator loss
+            fake_out = self.discriminate(self.generate(self.randn(batch_size, self.latent_dim)))
+            g_loss = self.objective.generator(fake_out)
+            self._check_finite("train/g_loss", g_loss)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
+            # Not counted as a Lightning step (see the module docstring): the strategy's step is
+            # exactly LightningOptimizer.step without the step counter (precision plugin, AMP included).
+            self.trainer.strategy.optimizer_step(opt_g.optimizer, closure=_do_nothing)
         if self.ema is not None:
             self.ema.update(self.generator)
         return {"g_loss": g_loss}
+
+    @contextmanager
+    def _toggled(self, optimizer):
+        """``toggle_optimizer`` … ``untoggle_optimizer``, restored even when a step raises."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = self.batch_images(batch)
@@ -210,21 +222,40 @@ class GAN(GenerativeModule):
 
     # --- validation: mean scores on held-out data and a grid from the fixed z ---------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """D's mean score on held-out data and on the samples ``sample()`` returns (EMA, eval mode).
+
+        The latents are seeded by the batch index: the same z at every validation, and the
+        training noise stream is left untouched.
+        """
         real = self.batch_images(batch)
+        z = self.randn(real.shape[0], self.latent_dim, generator=torch.Generator().manual_seed(batch_idx))
         with self._sampling_generator(ema=None) as g:
-            fake = g(self.randn(real.shape[0], self.latent_dim)).view_as(real)
+            fake = g(z).view_as(real)
         self.log("val/d_real", self.discriminate(real).mean())
         self.log("val/d_fake", self.discriminate(fake).mean())
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        every, last = self.fixed_grid_every_n_steps, self._last_fixed_grid_step
+        if self.trainer.sanity_checking or every <= 0:
             return
-        x = self.fixed_samples().cpu()
+        if last is None or self.global_step - last >= every:
+            self.write_fixed_grid()
+
+    def on_train_end(self) -> None:
+        if self.fixed_grid_every_n_steps > 0 and self._last_fixed_grid_step != self.global_step:
+            self.write_fixed_grid()
+
+    def write_fixed_grid(self) -> Path | None:
+        """Save the fixed-z samples as ``<run_dir>/samples/gan_fixed_z_step<N>.png`` (and to W&B)."""
+        self._last_fixed_grid_step = self.global_step
+        if not self.trainer.is_global_zero:
+            return None
         path = Path(self.trainer.default_root_dir) / "samples" / f"gan_fixed_z_step{self.global_step:06d}.png"
-        save_sample_figure(x, path)
+        save_sample_figure(self.fixed_samples().cpu(), path)
         for lg in self.loggers:
-            if hasattr(lg, "log_image"):  # W&B: the same latents at every validation
+            if hasattr(lg, "log_image"):  # W&B: the same latents at every step
                 lg.log_image(key="val/fixed_z_samples", images=[str(path)], step=self.global_step)
+        return path
 
     # --- the contract -----------------------------------------------------------------
     @torch.no_grad()
@@ -282,6 +313,9 @@ class GAN(GenerativeModule):
             v = cfg.get(key, default)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 errors.append(f"model.{key}={v!r}: must be an integer >= 1")
+        every = cfg.get("fixed_grid_every_n_steps", 500)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            errors.append(f"model.fixed_grid_every_n_steps={every!r}: must be an integer >= 0 (0: never)")
         for key, default in (("gp_weight", 10.0), ("r1_gamma", 0.0)):
             v = cfg.get(key, default)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:

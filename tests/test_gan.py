@@ -189,7 +189,8 @@ def test_image_gan_trains_and_writes_fixed_z_grids(tiny_config, tmp_path):
         )
     )
     assert results["steps"] == 3 and results["family"] == "gan"
-    assert (tmp_path / "samples" / "gan_fixed_z_step000002.png").is_file()
+    grids = sorted(p.name for p in (tmp_path / "samples").glob("gan_fixed_z_*.png"))
+    assert grids == ["gan_fixed_z_step000002.png", "gan_fixed_z_step000003.png"]  # first validation, end
     assert {"val/d_real", "val/d_fake", "train/gp"} <= set(results["metrics"])
 
 
