@@ -20,6 +20,17 @@ from genbench import __version__
 CHECKPOINT_KEY = "genbench"
 
 
+@contextmanager
+def eval_mode(net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``net`` in eval mode for the block (sampling), its previous mode restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
 class GenerativeModule(L.LightningModule):
     """Base class of the three families.
 

@@ -23,7 +23,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from rich.progress import track
 from torch import Tensor, nn
 
-from models.base import GenerativeModule
+from models.base import GenerativeModule, eval_mode
 from models.diffusion import VARIANCES, NoiseSchedule, schedule_errors
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
@@ -124,12 +124,8 @@ class DDPM(GenerativeModule):
 
     @contextmanager
     def _eval_mode(self, net: nn.Module) -> Iterator[nn.Module]:
-        was_training = net.training
-        net.eval()
-        try:
+        with eval_mode(net):
             yield net
-        finally:
-            net.train(was_training)
 
     def _timesteps_like(self, t: int | Tensor, n: int) -> Tensor:
         return torch.full((n,), int(t), device=self.device, dtype=torch.long)

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from genbench.errors import TrainingDivergedError
-from models.base import GenerativeModule
+from models.base import GenerativeModule, eval_mode
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
 
@@ -124,13 +124,8 @@ class GAN(GenerativeModule):
         use_ema = self.ema is not None if ema is None else bool(ema)
         if use_ema and self.ema is None:
             raise ValueError("sample(ema=True): this GAN keeps no EMA generator (model.ema=false)")
-        net = self.ema.module if use_ema else self.generator
-        was_training = net.training
-        net.eval()
-        try:
+        with eval_mode(self.ema.module if use_ema else self.generator) as net:
             yield net
-        finally:
-            net.train(was_training)
 
     # --- training ---------------------------------------------------------------------
     def discriminator_terms(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
