@@ -182,8 +182,12 @@ class InMemoryDataModule(L.LightningDataModule):
         if shuffle and self._resume_state:
             batches.resume(self._resume_state["batches_done"])
             self._resume_state = None
+        # The loader's own generator: otherwise every new iterator (each epoch, each validation)
+        # draws its worker base seed from the global RNG and shifts the training noise stream,
+        # which a run resumed at an epoch boundary would not reproduce.
         return DataLoader(TensorPairs(x, y), batch_sampler=batches, num_workers=self.num_workers,
-                          collate_fn=_already_batched, persistent_workers=self.num_workers > 0)
+                          collate_fn=_already_batched, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(seed))
 
     def state_dict(self) -> dict[str, int]:
         """Where the training data stream stands: saved in checkpoints by Lightning.

@@ -24,7 +24,7 @@ FAMILIES = [
 
 def _cmd(run_dir: Path, family: str, steps: int, *extra: str) -> list[str]:
     return [str(BIN / "genbench-train"), f"model={family}", "data=rings", "data.n_train=2000", "data.n_val=500",
-            f"trainer.max_steps={steps}", "callbacks.model_checkpoint.every_n_train_steps=10", "logger=csv",
+            f"trainer.max_steps={steps}", "logger=csv",
             "trainer.enable_progress_bar=false", "eval.every_n_steps=0", "eval.final=false",
             f"hydra.run.dir={run_dir}", *extra]
 
@@ -53,30 +53,44 @@ def _assert_same(a, b, where="") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, family):
-    steps = 150
-    ref = subprocess.run(_cmd(tmp_path / "ref", family, steps), env=_env(), capture_output=True, text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-
-    killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(killed_dir, family, steps), env=_env(), stdout=subprocess.DEVNULL,
+def _kill_and_resume(run_dir: Path, family: str, steps: int, every: int) -> tuple[int, dict]:
+    """Trains, SIGKILLs the run a little after its first checkpoint, resumes it to ``steps``."""
+    ckpt_every = f"callbacks.model_checkpoint.every_n_train_steps={every}"
+    proc = subprocess.Popen(_cmd(run_dir, family, steps, ckpt_every), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    last = killed_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)  # let it run on past the checkpoint, to an arbitrary step
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed_dir / "results.json").exists(), "the run finished before it could be killed"
+    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
     killed_at = _state(last)["step"]
     assert 0 < killed_at < steps
 
-    resumed = subprocess.run(_cmd(killed_dir, family, steps, "ckpt_path=last"), env=_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(_cmd(run_dir, family, steps, ckpt_every, "ckpt_path=last"), env=_env(),
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = _state(tmp_path / "ref" / "checkpoints" / "last.ckpt"), _state(last)
-    assert a["step"] == b["step"] == steps
-    _assert_same(a["weights"], b["weights"], "state_dict")  # includes EMA weights where the family has them
-    _assert_same(a["optimizers"], b["optimizers"], "optimizer_states")
+    return killed_at, _state(last)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, family):
+    steps = 150
+    ref = subprocess.run(_cmd(tmp_path / "ref", family, steps, "callbacks.model_checkpoint.every_n_train_steps=10"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    a = _state(tmp_path / "ref" / "checkpoints" / "last.ckpt")
+    assert a["step"] == steps
+
+    # 2000 training points in batches of 256: 7 full batches an epoch. Checkpoints every 7 steps
+    # resume at an epoch boundary (where a new loader iterator and a validation pass come next);
+    # every 10 steps, mostly inside an epoch.
+    per_epoch = 2000 // 256
+    for every in (per_epoch, 10):
+        killed_at, b = _kill_and_resume(tmp_path / f"killed_every{every}", family, steps, every)
+        if every == per_epoch:
+            assert killed_at % per_epoch == 0
+        assert b["step"] == steps
+        _assert_same(a["weights"], b["weights"], f"[every {every}, killed at {killed_at}] state_dict")  # EMA included
+        _assert_same(a["optimizers"], b["optimizers"], f"[every {every}, killed at {killed_at}] optimizer_states")
