@@ -73,17 +73,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     errors = input_errors(cfg) + EvalConfig.config_errors(cfg.eval)
     if errors:
         raise ConfigError(errors)
-    eval_cfg = EvalConfig.from_node(cfg.eval)
     device = init_distributed()
     if device is None:
-        device = torch.device("cuda" if eval_cfg.device == "auto" and torch.cuda.is_available() else
-                              "cpu" if eval_cfg.device == "auto" else eval_cfg.device)  # fmt: skip
+        wanted = cfg.eval.get("device", "auto")
+        device = torch.device("cuda" if wanted == "auto" and torch.cuda.is_available() else
+                              "cpu" if wanted == "auto" else wanted)  # fmt: skip
     record: dict[str, Any] = {"genbench_version": __version__}
 
+    model = None
     if cfg.get("ckpt"):
         from genbench.checkpoint import load_model
 
         model = load_model(cfg.ckpt, map_location=device)
+    eval_node = with_run_defaults(cfg.eval, (model.run_config or {}).get("eval") if model is not None else None)
+    eval_cfg = EvalConfig.from_node(eval_node)
+
+    if model is not None:
         data_cfg = cfg.data if cfg.get("data") is not None else (model.run_config or {}).get("data")
         if not data_cfg:
             raise ConfigError([f"ckpt={cfg.ckpt!r}: the checkpoint names no data set; give data=NAME"])
@@ -100,7 +105,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     results = Evaluator(eval_cfg, reference, device=device).evaluate(source, eval_cfg.num_samples)
     record.update(results)
-    record["eval_config"] = OmegaConf.to_container(cfg.eval, resolve=True)
+    record["eval_config"] = OmegaConf.to_container(eval_node, resolve=True)
     rank, _ = dist_info()
     if rank == 0:
         out = Path(cfg.run_dir) / "results.json"
@@ -108,6 +113,24 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         print_table(record)
         print(f"results: {out}")
     return record
+
+
+#: Settings that ``conf/evaluate.yaml`` leaves null, and their values where no training run says otherwise.
+RUN_DEFAULTS = {"sample_kwargs": {}, "nll_samples": 500}
+
+
+def with_run_defaults(eval_node: DictConfig, run_eval: dict[str, Any] | None) -> DictConfig:
+    """``eval_node`` with its null ``RUN_DEFAULTS`` keys taken from the training run's ``eval`` settings.
+
+    A checkpoint is then evaluated as its run evaluated it (a DDPM on the same sampler chain), unless
+    the command line says otherwise.
+    """
+    node = OmegaConf.create(OmegaConf.to_container(eval_node, resolve=True))
+    for key, fallback in RUN_DEFAULTS.items():
+        if node.get(key, fallback) is None:
+            from_run = (run_eval or {}).get(key)
+            node[key] = fallback if from_run is None else from_run
+    return node
 
 
 def print_table(record: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 from datamodules.toy2d import ring_centers
 from genbench.checkpoint import load_model
 from genbench.errors import ConfigError
+from genbench.evaluate import evaluate
 from genbench.train import train
 from genbench.validate import config_errors
 from models.ddpm import DDPM
@@ -265,6 +266,28 @@ def test_ddpm_learns_rings_in_a_short_run(tiny_config, tmp_path):
     share, modes = mode_stats(x, ring_centers(8, 2.0), 0.02)
     assert modes == 8
     assert share > 0.5, share  # 0.67 measured; 0.97 after the default 2000 steps with the 1000-step sampler
+
+
+def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_runs(tiny_config, tmp_path):
+    """conf/eval_family/ddpm.yaml: a 100-step chain and the bound on 50 examples, unless overridden;
+    genbench-evaluate samples a checkpoint as its training run did."""
+    assert compose_config(["model=vae"]).eval.sample_kwargs == {}
+    assert compose_config(["model=vae"]).eval.nll_samples == 500
+    cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "eval.final=true", "eval.num_samples=20")
+    assert cfg.eval.sample_kwargs == {"steps": 100} and cfg.eval.nll_samples == 50
+    assert tiny_config("model=ddpm", "eval.sample_kwargs.steps=null").eval.sample_kwargs == {"steps": None}
+    assert train(cfg)["eval"]["nfe"] == 100
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+
+    def evaluate_ckpt(*overrides: str) -> dict:
+        return evaluate(compose_config([f"ckpt={ckpt}", "eval.num_samples=20", *overrides], config_name="evaluate",
+                                       run_dir=tmp_path / "eval"))  # fmt: skip
+
+    record = evaluate_ckpt()
+    assert record["nfe"] == 100 and record["eval_config"]["nll_samples"] == 50
+    record = evaluate_ckpt("eval.sample_kwargs={sampler: ddim, steps: 10}", "eval.nll_samples=0")
+    assert record["nfe"] == 10 and record["eval_config"]["nll_samples"] == 0
+    assert evaluate_ckpt("eval.sample_kwargs={steps: null}", "eval.num_samples=2")["nfe"] == 1000
 
 
 @pytest.mark.slow
