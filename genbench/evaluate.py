@@ -115,21 +115,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-#: Settings that ``conf/evaluate.yaml`` leaves null, and their values where no training run says otherwise.
-RUN_DEFAULTS = {"sample_kwargs": {}, "nll_samples": 500}
-
-
 def with_run_defaults(eval_node: DictConfig, run_eval: dict[str, Any] | None) -> DictConfig:
-    """``eval_node`` with its null ``RUN_DEFAULTS`` keys taken from the training run's ``eval`` settings.
+    """``eval_node`` with what it leaves null taken from the training run's ``eval`` settings.
 
-    A checkpoint is then evaluated as its run evaluated it (a DDPM on the same sampler chain), unless
-    the command line says otherwise.
+    ``nll_samples`` and each ``sample_kwargs`` entry: a checkpoint is then evaluated as its run
+    evaluated it (a DDPM on the same sampler chain), unless the command line says otherwise.
     """
+    run_eval = run_eval or {}
     node = OmegaConf.create(OmegaConf.to_container(eval_node, resolve=True))
-    for key, fallback in RUN_DEFAULTS.items():
-        if node.get(key, fallback) is None:
-            from_run = (run_eval or {}).get(key)
-            node[key] = fallback if from_run is None else from_run
+    if node.get("nll_samples") is None:
+        node.nll_samples = run_eval.get("nll_samples") if run_eval.get("nll_samples") is not None else 500
+    kwargs = dict(node.get("sample_kwargs") or {})
+    for key, value in (run_eval.get("sample_kwargs") or {}).items():
+        if kwargs.get(key) is None:
+            kwargs[key] = value
+    node.sample_kwargs = kwargs
     return node
 
 

@@ -271,11 +271,13 @@ def test_ddpm_learns_rings_in_a_short_run(tiny_config, tmp_path):
 def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_runs(tiny_config, tmp_path):
     """conf/eval_family/ddpm.yaml: a 100-step chain and the bound on 50 examples, unless overridden;
     genbench-evaluate samples a checkpoint as its training run did."""
-    assert compose_config(["model=vae"]).eval.sample_kwargs == {}
+    assert compose_config(["model=vae"]).eval.sample_kwargs == {"sampler": None, "steps": None, "eta": None}
     assert compose_config(["model=vae"]).eval.nll_samples == 500
     cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "eval.final=true", "eval.num_samples=20")
-    assert cfg.eval.sample_kwargs == {"steps": 100} and cfg.eval.nll_samples == 50
-    assert tiny_config("model=ddpm", "eval.sample_kwargs.steps=null").eval.sample_kwargs == {"steps": None}
+    assert cfg.eval.sample_kwargs == {"sampler": None, "steps": 100, "eta": None} and cfg.eval.nll_samples == 50
+    assert tiny_config("model=ddpm", "eval.sample_kwargs.steps=null").eval.sample_kwargs.steps is None
+    assert tiny_config("model=ddpm", "eval.sample_kwargs={sampler: ddim, steps: 20}").eval.sample_kwargs == {
+        "sampler": "ddim", "steps": 20, "eta": None}
     assert train(cfg)["eval"]["nfe"] == 100
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
@@ -287,7 +289,7 @@ def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_ru
     assert record["nfe"] == 100 and record["eval_config"]["nll_samples"] == 50
     record = evaluate_ckpt("eval.sample_kwargs={sampler: ddim, steps: 10}", "eval.nll_samples=0")
     assert record["nfe"] == 10 and record["eval_config"]["nll_samples"] == 0
-    assert evaluate_ckpt("eval.sample_kwargs={steps: null}", "eval.num_samples=2")["nfe"] == 1000
+    assert evaluate_ckpt("eval.sample_kwargs.steps=1000", "eval.num_samples=2")["nfe"] == 1000
 
 
 @pytest.mark.slow

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import CONF_DIR
+from tests.conftest import CONF_DIR, TINY, run_cli
 
 SEARCHES = sorted(p.stem for p in Path(CONF_DIR, "hparams_search").glob("*.yaml"))
 
@@ -37,3 +40,25 @@ def test_slurm_launcher_renders_without_a_cluster():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.timeout_min == 240
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("family", [
+    "vae",
+    pytest.param("gan", marks=pytest.mark.slow),
+    pytest.param("ddpm", marks=pytest.mark.slow),
+])  # fmt: skip
+def test_optuna_runs_three_trials_and_reports_the_best(tmp_path, family):
+    """The issue's command with a tiny budget: three trials, each returning its final val/fid."""
+    r = run_cli("genbench-train", f"hparams_search={family}_optuna", "hydra.sweeper.n_trials=3", "data=rings",
+                "data.n_train=512", "data.n_val=256", *TINY, "eval.final=true", "eval.num_samples=64",
+                "eval.nll_samples=0", "eval.sample_kwargs={sampler: ddim, steps: 5}", f"hydra.sweep.dir={tmp_path}",
+                env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
+    assert len(trials) == 3
+    fids = [t["metrics"]["val/fid"] for t in trials]
+    assert all(math.isfinite(f) and f > 0 for f in fids)
+    assert {t["family"] for t in trials} == {family}
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(min(fids))
+    assert set(best["best_params"]) == set(_compose_with_hydra([f"hparams_search={family}_optuna"]).hydra.sweeper.params)
