@@ -57,7 +57,8 @@ class EpochBatches:
 
     Each ``iter()`` is one epoch (Lightning iterates once per epoch and may stop before the
     end, so no position is tracked here). Under DDP each rank takes every ``world_size``-th
-    batch of the same permutation, so the ranks together see each example once per epoch.
+    batch of the same permutation, so the ranks together see each example at most once per
+    epoch; training drops the last ``< world_size`` batches so every rank takes as many steps.
     ``resume(batches_done)`` continues the stream where a checkpoint left off, even when
     Lightning's own epoch count and the stream's differ (a run stopped by ``max_steps``).
     """
@@ -78,7 +79,14 @@ class EpochBatches:
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         rank, world = _rank_and_world()
-        return batches[rank::world] if world > 1 else batches
+        if world == 1:
+            return batches
+        if self.drop_last:
+            # Every rank must take the same number of training steps, or the ranks' collectives
+            # (gradient all-reduce, buffer broadcast) pair up across different steps and hang or
+            # fail: the last < world_size batches of the epoch's permutation are left out.
+            batches = batches[: len(batches) // world * world]
+        return batches[rank::world]
 
     def __len__(self) -> int:
         return len(self.batches(0))
@@ -265,4 +273,7 @@ class InMemoryDataModule(L.LightningDataModule):
         kind = cfg.get("kind")
         if kind not in ("image", "points"):
             errors.append(f"data.kind={kind!r}: must be 'image' or 'points'")
+        seed = cfg.get("split_seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            errors.append(f"data.split_seed={seed!r}: must be an integer >= 0")
         return errors

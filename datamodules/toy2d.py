@@ -73,11 +73,29 @@ class MixtureDataModule(InMemoryDataModule):
         return errors
 
 
+def _layout_errors(cfg: Any, count: tuple[str, int], size: tuple[str, float]) -> list[str]:
+    """The mixture's number of modes (an integer >= 1) and its scale (a number > 0)."""
+    errors = []
+    key, default = count
+    v = cfg.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        errors.append(f"data.{key}={v!r}: must be an integer >= 1")
+    key, default = size
+    v = cfg.get(key, default)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+        errors.append(f"data.{key}={v!r}: must be a number > 0")
+    return errors
+
+
 class RingsDataModule(MixtureDataModule):
     name = "rings"
 
     def __init__(self, n_modes: int = 8, radius: float = 2.0, std: float = 0.02, **kwargs: Any):
         super().__init__(centers=ring_centers(n_modes, radius), std=std, **kwargs)
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        return super().config_errors(cfg) + _layout_errors(cfg, ("n_modes", 8), ("radius", 2.0))
 
 
 class GridDataModule(MixtureDataModule):
@@ -85,3 +103,7 @@ class GridDataModule(MixtureDataModule):
 
     def __init__(self, side: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs: Any):
         super().__init__(centers=grid_centers(side, spacing), std=std, **kwargs)
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        return super().config_errors(cfg) + _layout_errors(cfg, ("side", 5), ("spacing", 2.0))

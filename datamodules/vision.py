@@ -18,10 +18,15 @@ import torchvision
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
-from genbench.errors import DatasetNotFoundError
+from genbench.errors import DatasetCorruptError, DatasetNotFoundError
 
 DEFAULT_ROOT = "~/.cache/genbench/data"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
@@ -72,17 +77,34 @@ class TorchvisionDataModule(InMemoryDataModule):
         try:
             return self._open(train, download)
         except (RuntimeError, URLError, OSError, EOFError, ValueError) as e:
+            if not self._missing(e, download):
+                raise self._corrupt(e) from None
             hint = (
                 "download=true failed (no network?)"
                 if download
                 else "data.download=false, so nothing was downloaded"
             )
             raise DatasetNotFoundError(
-                f"data={self.name}: the {self.dataset_cls.__name__} files are missing or unreadable under "
-                f"{self.root / self.folder} ({hint}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}). "
+                f"data={self.name}: the {self.dataset_cls.__name__} files are missing under "
+                f"{self.root / self.folder} ({hint}: {_first_line(e)}). "
                 f"Put the files there, set data.root=PATH to where they are, run once online with "
                 f"data.download=true, or use the offline data set data=mnist5k."
             ) from None
+        except Exception as e:  # noqa: BLE001 - a garbled file fails anywhere in torchvision's parser
+            raise self._corrupt(e) from None
+
+    @staticmethod
+    def _missing(e: Exception, download: bool) -> bool:
+        """torchvision's own "not found" errors and failed downloads, as opposed to files that do not parse."""
+        network = download and isinstance(e, OSError)
+        return network or isinstance(e, (URLError, FileNotFoundError)) or "not found" in str(e).lower()
+
+    def _corrupt(self, e: Exception) -> DatasetCorruptError:
+        return DatasetCorruptError(
+            f"data={self.name}: the {self.dataset_cls.__name__} files under {self.root / self.folder} are corrupt or "
+            f"truncated ({type(e).__name__}: {_first_line(e) or 'the file does not parse'}). Delete them and download "
+            f"them again (data.download=true), or set data.root=PATH to an intact copy."
+        )
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         train, test = self._read(True, self.download), self._read(False, self.download)
@@ -98,6 +120,18 @@ class TorchvisionDataModule(InMemoryDataModule):
         else:  # CIFAR: [N, H, W, C]
             x = x.permute(0, 3, 1, 2)
         return x.to(torch.uint8).contiguous(), torch.as_tensor(ds.targets).long()
+
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        errors = super().config_errors(cfg)
+        root = cfg.get("root", DEFAULT_ROOT)
+        if not isinstance(root, str) or not root.strip():
+            errors.append(f"data.root={root!r}: must be the path of a directory")
+        download = cfg.get("download", True)
+        if not isinstance(download, bool):
+            errors.append(f"data.download={download!r}: must be true or false")
+        return errors
 
 
 class MNISTDataModule(TorchvisionDataModule):

@@ -6,7 +6,9 @@ file name is a hash of the key and the key itself is stored inside the file and 
 load, so changing any part of the key is a different entry, and a stale or foreign file is
 never used. Entries are written atomically (temporary file + rename) under a file lock, so
 concurrent processes (DDP ranks, parallel runs) compute an entry once and never read a
-half-written file; a corrupt file is recomputed and replaced.
+half-written file. Every file ends with the SHA-256 of its content: a truncated or garbled
+file (even one flipped byte inside a tensor, which ``torch.load`` would read without complaint)
+is recomputed and replaced, with a warning, never used.
 
 The cache lives in ``~/.cache/genbench`` or wherever the ``GENBENCH_CACHE`` environment
 variable points.
@@ -32,7 +34,9 @@ from genbench.io import atomic_write_bytes
 log = logging.getLogger("genbench.evaluation")
 
 #: Bump when the layout of cached entries changes: old entries are then simply not found.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: files end with a SHA-256 checksum
+#: Separates a file's ``torch.save`` bytes from the hex SHA-256 of those bytes (``torch.load`` ignores it).
+CHECKSUM_MARKER = b"\n#genbench-sha256:"
 
 
 def cache_root() -> Path:
@@ -68,7 +72,15 @@ class TensorCache:
         if not path.is_file():
             return None
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
+            body, marker, digest = path.read_bytes().rpartition(CHECKSUM_MARKER)
+        except OSError as e:
+            log.warning("cache entry %s is unreadable (%s: %s); recomputing it", path, type(e).__name__, e)
+            return None
+        if not marker or hashlib.sha256(body).hexdigest().encode() != digest:
+            log.warning("cache entry %s fails its checksum (corrupt or truncated); recomputing it", path)
+            return None
+        try:
+            entry = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
             log.warning("cache entry %s is unreadable (%s: %s); recomputing it", path, type(e).__name__, e)
             return None
@@ -81,8 +93,9 @@ class TensorCache:
         """Write ``entry`` for ``key`` atomically; returns the file."""
         buffer = io.BytesIO()
         torch.save({**entry, "key": canonical_key(key)}, buffer)
+        body = buffer.getvalue()
         path = self.path(key)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, body + CHECKSUM_MARKER + hashlib.sha256(body).hexdigest().encode())
         return path
 
     def get_or_compute(self, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:

@@ -39,7 +39,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path}: refused to load: it holds objects that are not plain tensors and "
             f"containers, and loading it would run code from the file ({refused or 'unsupported global'})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - garbled bytes fail anywhere in the unpickler (IndexError, KeyError, ...)
         raise CheckpointError(f"checkpoint {path}: corrupt or truncated ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"checkpoint {path}: not a genbench checkpoint (no '{CHECKPOINT_KEY}' entry)")

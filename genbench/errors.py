@@ -20,5 +20,9 @@ class DatasetNotFoundError(GenbenchError):
     """A dataset's files are missing and could not be downloaded."""
 
 
+class DatasetCorruptError(GenbenchError):
+    """A dataset's files are present but do not parse (truncated or garbled)."""
+
+
 class TrainingDivergedError(GenbenchError):
     """A loss or the weights became non-finite; training stopped before saving them."""

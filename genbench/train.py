@@ -6,6 +6,13 @@ Examples::
     genbench-train model=ddpm data=rings trainer.max_steps=3000
     genbench-train -m model=vae seed=0,1,2 logger=csv
     genbench-train trainer.max_steps=600 ckpt_path=outputs/.../checkpoints/last.ckpt
+
+Failures: bad input (config, files) exits with status 2 and writes nothing. A run whose loss or
+weights become non-finite stops, keeps its last good checkpoint, records ``status: diverged`` and
+the message in ``results.json`` and exits with status 3. In a multirun (``-m``) a failed job is
+recorded the same way (``status: failed`` for bad input) and the sweep goes on with its next job
+(an Optuna trial gets the worst value, +inf when minimising). When all jobs are done the failures
+are listed and the multirun exits with the largest of their statuses (2 or 3); 0 if none failed.
 """
 
 from __future__ import annotations
@@ -18,22 +25,30 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from evaluation.callback import build_eval_callback
 from genbench import __version__
 from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
-from genbench.errors import ConfigError, GenbenchError
+from genbench.errors import ConfigError, GenbenchError, TrainingDivergedError
 from genbench.io import atomic_checkpoint_io, atomic_write_json
 from genbench.validate import validate
-from genbench.wandb_utils import configure_wandb_mode, finish_wandb
+from genbench.wandb_utils import WandbRunId, configure_wandb_mode, finish_wandb, is_wandb_node, wandb_run_id
 
 log = logging.getLogger("genbench")
 
 # The configs live at the repository root (conf/), next to the packages (installed editable).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+#: Exit statuses of genbench-train (see the module docstring).
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+#: ``results.json`` "status" of failed runs -> exit status.
+FAILURE_EXIT = {"failed": EXIT_BAD_INPUT, "diverged": EXIT_DIVERGED}
 
 
 def count_parameters(module) -> int:
@@ -50,16 +65,26 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def check_resume_checkpoint(ckpt_path: str | None, family: str) -> None:
-    """A resumed checkpoint must be a readable genbench checkpoint of this family and version."""
-    if ckpt_path is not None:
-        from genbench.checkpoint import check_checkpoint, read_checkpoint
+def check_resume_checkpoint(ckpt_path: str | None, family: str) -> dict[str, Any] | None:
+    """A resumed checkpoint must be a readable genbench checkpoint of this family and version; returns it."""
+    if ckpt_path is None:
+        return None
+    from genbench.checkpoint import check_checkpoint, read_checkpoint
 
-        check_checkpoint(read_checkpoint(ckpt_path), ckpt_path, family=family)
+    ckpt = read_checkpoint(ckpt_path)
+    check_checkpoint(ckpt, ckpt_path, family=family)
+    return ckpt
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
+    """The configured loggers; a W&B logger continues the run ``run_id`` (created if new)."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if is_wandb_node(node) and run_id is not None:
+            loggers.append(instantiate(node, id=run_id, resume="allow"))
+        else:
+            loggers.append(instantiate(node))
+    return loggers
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
@@ -75,6 +100,13 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[L.Callback]:
     return callbacks
 
 
+def family_trainer_settings(cfg: DictConfig, model) -> dict[str, Any]:
+    """Trainer arguments a family needs: DDP must look for unused parameters in the GAN's per-player backward passes."""
+    if cfg.trainer.get("strategy") == "ddp" and model.ddp_find_unused_parameters:
+        return {"strategy": "ddp_find_unused_parameters_true"}
+    return {}
+
+
 def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStats, ckpt_path: str | None) -> dict[str, Any]:
     """The ``results.json`` record of a finished ``fit``."""
     run_dir = Path(cfg.run_dir)
@@ -85,6 +117,7 @@ def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStat
         trainer.save_checkpoint(last_ckpt)
     return {
         "genbench_version": __version__,
+        "status": "ok",
         "family": model.family,
         "data": cfg.data.name,
         "seed": cfg.seed,
@@ -99,6 +132,29 @@ def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStat
         "checkpoint": str(last_ckpt),
         "run_dir": str(run_dir),
         "config": model.run_config,
+    }
+
+
+def failure_results(cfg: DictConfig, run_dir: Path, status: str, error: Exception, family: str | None = None,
+                    steps: int | None = None, ckpt_path: str | None = None) -> dict[str, Any]:
+    """The ``results.json`` record of a run that failed: ``status`` (``diverged`` / ``failed``) and the message."""
+    last_ckpt = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        config = resolved_config(cfg)
+    except Exception:  # noqa: BLE001 - the failure may be that the config does not resolve
+        config = None
+    return {
+        "genbench_version": __version__,
+        "status": status,
+        "error": str(error),
+        "family": family,
+        "data": cfg.get("data", {}).get("name"),
+        "seed": cfg.get("seed"),
+        "steps": steps,
+        "resumed_from": ckpt_path,
+        "checkpoint": str(last_ckpt) if last_ckpt.is_file() else None,  # the last good one, if any
+        "run_dir": str(run_dir),
+        "config": config,
     }
 
 
@@ -124,19 +180,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model = instantiate(cfg.model, _convert_="all")  # plain lists/dicts: checkpoints load with weights_only=True
     model.run_config = resolved_config(cfg)
-    check_resume_checkpoint(ckpt_path, model.family)
+    resumed = check_resume_checkpoint(ckpt_path, model.family)
 
-    loggers = build_loggers(cfg)
+    logger_nodes = list((cfg.get("logger") or {}).values())
+    run_id = wandb_run_id(logger_nodes, resumed)  # a resumed run continues its W&B run
+    loggers = build_loggers(cfg, run_id)
     stats = TrainStats()
     eval_callback = build_eval_callback(cfg)  # None when eval.every_n_steps=0 and eval.final=false
     callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats, RNGState()] + ([eval_callback] if eval_callback else [])
+    callbacks += [WandbRunId(run_id)] if run_id else []
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                     plugins=[atomic_checkpoint_io()])
+                                     plugins=[atomic_checkpoint_io()], **family_trainer_settings(cfg, model))
     try:
         for lg in loggers:
             lg.log_hyperparams(model.run_config)  # the whole resolved config, so runs can be filtered by any key
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        results = collect_results(cfg, model, trainer, stats, ckpt_path)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+            results = collect_results(cfg, model, trainer, stats, ckpt_path)  # its final save is guarded too
+        except TrainingDivergedError as e:
+            # The guard (models/base.py) stopped before any non-finite weights were saved: the last
+            # good checkpoint stays, and the failure is on record for genbench-compare and sweeps.
+            if trainer.is_global_zero:
+                failed = failure_results(cfg, run_dir, "diverged", e, model.family, trainer.global_step, ckpt_path)
+                atomic_write_json(run_dir / "results.json", failed)
+                publish_results(loggers, failed)
+            raise
         if eval_callback is not None:
             eval_callback.add_results(results)  # final evaluation under "eval", last val/* into "metrics"
         if trainer.is_global_zero:
@@ -155,15 +223,87 @@ def monitored_value(results: dict[str, Any], monitor: str) -> float | None:
     return None if value is None else float(value)
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def is_global_zero() -> bool:
+    # Lightning's DDP launcher starts ranks > 0 with LOCAL_RANK / NODE_RANK set.
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         results = train(cfg)
     except GenbenchError as e:
-        # User errors get one clear message, not a stack trace.
+        # User errors and diverged runs get one clear message, not a stack trace.
         print(f"genbench-train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        diverged = isinstance(e, TrainingDivergedError)  # train() has recorded it in results.json
+        if not in_multirun():
+            sys.exit(EXIT_DIVERGED if diverged else EXIT_BAD_INPUT)
+        # A sweep goes on with its next job: the failure is on record in this job's results.json,
+        # ReportFailedJobs sets the exit status at the end, and Optuna gets the worst value.
+        if not diverged and is_global_zero():
+            job_dir = Path(HydraConfig.get().runtime.output_dir)
+            atomic_write_json(job_dir / "results.json", failure_results(cfg, job_dir, "failed", e))
+        return worst_value()
     return monitored_value(results, cfg.monitor)
+
+
+def worst_value() -> float | list[float]:
+    """What a failed job returns to the sweeper: the worst value in the sweep's direction.
+
+    Optuna records the trial as complete and worst (it refuses NaN and would end the sweep);
+    the basic sweeper ignores return values.
+    """
+    direction = HydraConfig.get().sweeper.get("direction", "minimize")
+
+    def worst(d: Any) -> float:
+        return float("-inf") if "max" in str(d).lower() else float("inf")
+
+    return [worst(d) for d in direction] if isinstance(direction, (list, tuple, ListConfig)) else worst(direction)
+
+
+class ReportFailedJobs(HydraCallback):
+    """Hydra callback (``conf/hydra/default.yaml``): at the end of a multirun, list the jobs that failed.
+
+    Failed jobs are found by the ``status`` of the ``results.json`` files written under the sweep
+    directory during this multirun, so it works with any launcher that shares the file system.
+    Exits with the largest exit status of the failures (2 bad input, 3 diverged).
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import time
+
+        self.started = time.time() - 1.0  # file times can be rounded to the second
+        self.sweep_dir = Path(config.hydra.sweep.dir)  # ${now:...} is resolved once, here and for the sweeper
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import json
+
+        failures = []
+        for path in sorted((self.sweep_dir or Path(config.hydra.sweep.dir)).rglob("results.json")):
+            try:
+                if path.stat().st_mtime < self.started:
+                    continue  # left by an earlier multirun into the same directory
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("status", "ok") in FAILURE_EXIT:
+                failures.append((path.parent, record))
+        if not failures:
+            return
+        lines = [f"genbench-train: {len(failures)} job(s) of this multirun failed:"]
+        for run_dir, record in failures:
+            first_line = str(record.get("error", "")).splitlines()[0] if record.get("error") else ""
+            lines.append(f"  {run_dir}: {record['status']}: {first_line}")
+        print("\n".join(lines), file=sys.stderr)
+        sys.exit(max(FAILURE_EXIT[r["status"]] for _, r in failures))
 
 
 def main() -> None:

@@ -10,12 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from genbench.config import resolved_config
 from genbench.errors import ConfigError
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true", "64", "16-true", "transformer-engine")
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true", "fsdp",
+              "deepspeed", "single_device")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _devices_ok(d: Any) -> bool:
+    """Lightning's ``devices``: a count >= 1, -1 (all), ``auto``, or a list / comma string of device ids."""
+    if _is_int(d):
+        return d >= 1 or d == -1
+    if isinstance(d, str):
+        ids = [p.strip() for p in d.split(",") if p.strip()]
+        return d == "auto" or (bool(ids) and all(p.lstrip("-").isdigit() for p in ids))
+    if isinstance(d, (list, tuple, ListConfig)):
+        return len(d) > 0 and all(_is_int(i) and i >= 0 for i in d)
+    return False
 
 
 def _target_errors(node: Any, key: str) -> list[str]:
@@ -43,6 +61,41 @@ def trainer_errors(t: Any) -> list[str]:
     clip = t.get("gradient_clip_val")
     if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
         errors.append(f"trainer.gradient_clip_val={clip!r}: must be null or a number >= 0")
+    devices = t.get("devices", "auto")
+    if not _devices_ok(devices):
+        errors.append(f"trainer.devices={devices!r}: must be an integer >= 1, -1 (all), 'auto' or a list of device ids")
+    strategy = t.get("strategy", "auto")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        errors.append(f"trainer.strategy={strategy!r}: must be one of {list(STRATEGIES)}")
+    me = t.get("max_epochs", -1)
+    if me is not None and (not _is_int(me) or (me < 1 and me != -1)):
+        errors.append(f"trainer.max_epochs={me!r}: must be an integer >= 1, or -1 (no limit, max_steps decides)")
+    if ms == -1 and me in (-1, None):
+        errors.append("trainer.max_steps=-1 and trainer.max_epochs=-1: training would never end; set one of them")
+    for key, low, default in (("log_every_n_steps", 1, 50), ("check_val_every_n_epoch", 1, 1),
+                              ("num_sanity_val_steps", -1, 2)):
+        v = t.get(key, default)
+        if v is not None and (not _is_int(v) or v < low):
+            errors.append(f"trainer.{key}={v!r}: must be an integer >= {low}")
+    for key in ("benchmark", "enable_progress_bar", "enable_model_summary", "use_distributed_sampler"):
+        v = t.get(key)
+        if v is not None and not isinstance(v, bool):
+            errors.append(f"trainer.{key}={v!r}: must be true or false")
+    det = t.get("deterministic")
+    if det is not None and not isinstance(det, bool) and det != "warn":
+        errors.append(f"trainer.deterministic={det!r}: must be true, false or 'warn'")
+    return errors
+
+
+def callbacks_errors(callbacks: Any) -> list[str]:
+    errors = []
+    ckpt = (callbacks or {}).get("model_checkpoint") or {}
+    every = ckpt.get("every_n_train_steps")
+    if every is not None and (not _is_int(every) or every < 0):
+        errors.append(
+            f"callbacks.model_checkpoint.every_n_train_steps={every!r}: "
+            "must be null or an integer >= 0 (0: only at the end)"
+        )
     return errors
 
 
@@ -56,9 +109,16 @@ def config_errors(cfg: DictConfig) -> list[str]:
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         errors.append(f"seed={seed!r}: must be an integer >= 0")
+    monitor = cfg.get("monitor", "train/loss")
+    if not isinstance(monitor, str) or not monitor:
+        errors.append(f"monitor={monitor!r}: must be the name of a logged metric, e.g. 'train/loss' or 'val/fid'")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not isinstance(ckpt_path, str):
+        errors.append(f"ckpt_path={ckpt_path!r}: must be null, 'last' or the path of a checkpoint file")
     errors += _target_errors(cfg.data, "data")
     errors += _target_errors(cfg.model, "model")
     errors += trainer_errors(cfg.trainer)
+    errors += callbacks_errors(cfg.get("callbacks"))
     for section in ("eval",):
         node = cfg.get(section)
         if node is not None and "_target_" in node:

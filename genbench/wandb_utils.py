@@ -1,4 +1,5 @@
-"""Weights & Biases: offline automatically when no API key is configured, one run per job."""
+"""Weights & Biases: offline automatically when no API key is configured, one run per job,
+and the same run continued when training resumes from a checkpoint."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import netrc
 import os
 from pathlib import Path
 from typing import Any
+
+import lightning as L
 
 
 def wandb_api_key_configured() -> bool:
@@ -39,3 +42,57 @@ def finish_wandb(loggers: list[Any]) -> None:
         import wandb
 
         wandb.finish()
+
+
+
+def is_wandb_node(node: Any) -> bool:
+    return hasattr(node, "get") and str(node.get("_target_", "")).endswith(("loggers.WandbLogger", "wandb.WandbLogger"))
+
+
+class WandbRunId(L.Callback):
+    """Keeps the W&B run id in every checkpoint (``checkpoint["callbacks"]["wandb_run"]``).
+
+    ``genbench-train ckpt_path=...`` reads it back and resumes that run (``resume="allow"``),
+    so the curves of a preempted and resumed job continue in one run instead of two.
+    """
+
+    STATE_KEY = "wandb_run"
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    @property
+    def state_key(self) -> str:
+        return self.STATE_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"id": self.run_id}
+
+
+def checkpoint_run_id(ckpt: dict[str, Any] | None) -> str | None:
+    """The W&B run id stored in a checkpoint by :class:`WandbRunId`, if any."""
+    state = ((ckpt or {}).get("callbacks") or {}).get(WandbRunId.STATE_KEY) or {}
+    run_id = state.get("id") if isinstance(state, dict) else None
+    return str(run_id) if run_id else None
+
+
+def wandb_run_id(logger_nodes: list[Any], ckpt: dict[str, Any] | None) -> str | None:
+    """The run id of this job: the user's ``logger.wandb.id``, else the resumed checkpoint's, else a new one.
+
+    None when there is nothing to keep (no W&B logger and no id in the checkpoint).
+    """
+    for node in logger_nodes:
+        if is_wandb_node(node) and node.get("id"):
+            return str(node.get("id"))
+    run_id = checkpoint_run_id(ckpt)
+    if run_id is None and any(is_wandb_node(n) for n in logger_nodes):
+        run_id = new_run_id()
+    return run_id
+
+
+def new_run_id(length: int = 8) -> str:
+    """A fresh id in W&B's own format (lower-case letters and digits)."""
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(length))

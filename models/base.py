@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from genbench import __version__
+from genbench.errors import TrainingDivergedError
 
 CHECKPOINT_KEY = "genbench"
 
@@ -46,6 +48,11 @@ class GenerativeModule(L.LightningModule):
     family: ClassVar[str] = "base"
     #: Images live in [-1, 1]; 2-D points are unbounded.
     data_range: tuple[float, float] | None = (-1.0, 1.0)
+    #: True for families whose backward passes each leave some parameters unused (the GAN's two
+    #: players): ``trainer.strategy=ddp`` then runs as ``ddp_find_unused_parameters_true``.
+    ddp_find_unused_parameters: ClassVar[bool] = False
+    #: What to try when training diverges (ends the divergence message; families refine it).
+    divergence_hint: ClassVar[str] = "Try a lower model.lr or trainer.gradient_clip_val=1.0"
 
     def __init__(self, data_shape: Sequence[int], lr: float = 1e-3, optimizer: Any = None):
         super().__init__()
@@ -120,8 +127,64 @@ class GenerativeModule(L.LightningModule):
         """Data modules yield ``(x, y)``; models only need ``x``."""
         return batch[0] if isinstance(batch, (tuple, list)) else batch
 
+    # --- divergence guard ---------------------------------------------------------------
+    def on_before_backward(self, loss: Tensor) -> None:
+        """Stop at the first non-finite loss, before it reaches the weights.
+
+        Families with manual optimisation (the GAN) call :meth:`check_finite` on each of their
+        losses by name instead, before their own backward.
+        """
+        if self.automatic_optimization:
+            self.check_finite("train/loss", loss)
+
+    def check_finite(self, name: str, value: Tensor, step: int | None = None) -> None:
+        """Raise :class:`TrainingDivergedError` when ``value`` (the loss ``name``) is not finite.
+
+        Args:
+            name: the logged name of the loss, e.g. ``train/loss`` or ``train/d_loss``.
+            value: the loss, about to be back-propagated.
+            step: the optimizer step this loss belongs to; the next one (``global_step + 1``) by default.
+
+        Under DDP every rank stops together (one rank's non-finite loss would otherwise leave
+        the others waiting in the gradient all-reduce).
+        """
+        here = bool(torch.isfinite(value.detach()).all())
+        trainer = self._trainer
+        finite = here
+        if trainer is not None and trainer.world_size > 1:
+            finite = trainer.strategy.reduce_boolean_decision(here, all=True)
+        if finite:
+            return
+        step = self.global_step + 1 if step is None else step
+        shown = f"{value.item()}" if value.numel() == 1 else "non-finite"
+        shown += "" if not here else " here but non-finite on another rank"
+        raise TrainingDivergedError(
+            f"{self.family} training diverged: {name}={shown} at step {step}{self.divergence_context()}; "
+            f"stopped before this update, {self._kept_checkpoint()}. {self.divergence_hint}"
+        )
+
+    def divergence_context(self) -> str:
+        """Extra settings named in the divergence message, e.g. `` (model.loss=hinge)``."""
+        return ""
+
+    def _kept_checkpoint(self) -> str:
+        callback = self._trainer.checkpoint_callback if self._trainer is not None else None
+        ckpt = getattr(callback, "last_model_path", "") or ""
+        if ckpt and Path(ckpt).is_file():
+            return f"the last good checkpoint is {ckpt}"
+        return "no checkpoint was written yet"
+
     # --- checkpoints ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never overwrite a good checkpoint with diverged weights (EMA copies included).
+        weights = checkpoint.get("state_dict", {})
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingDivergedError(
+                f"{self.family} training diverged: non-finite weights at step {self.global_step} in "
+                f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; this checkpoint was not written, "
+                f"{self._kept_checkpoint()}. {self.divergence_hint}"
+            )
         checkpoint[CHECKPOINT_KEY] = {
             "version": __version__,
             "family": self.family,

@@ -65,6 +65,7 @@ class DDPM(GenerativeModule):
     """
 
     family = "ddpm"
+    divergence_hint = "Try a lower model.lr, a longer model.lr_warmup_steps or model.grad_clip=1.0"
 
     def __init__(
         self,

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from genbench.errors import TrainingDivergedError
 from models.base import GenerativeModule, eval_mode
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
@@ -69,6 +68,8 @@ class GAN(GenerativeModule):
     """
 
     family = "gan"
+    ddp_find_unused_parameters = True  # D's backward leaves G's parameters unused, and G's D's
+    divergence_hint = "Try a lower model.lr / model.lr_d, model.spectral_norm=true or model.r1_gamma > 0"
 
     def __init__(
         self,
@@ -152,7 +153,7 @@ class GAN(GenerativeModule):
             with torch.no_grad():
                 fake = self.generate(self.randn(real.shape[0], self.latent_dim))
             terms = self.discriminator_terms(real, fake)
-            self._check_finite("train/d_loss", terms["d_loss"])
+            self.check_finite("train/d_loss", terms["d_loss"])  # this update will be step global_step + 1
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(terms["d_loss"])
             opt_d.step()  # counted by Lightning: global_step += 1
@@ -163,7 +164,7 @@ class GAN(GenerativeModule):
         with self._toggled(opt_g):  # D's parameters take no gradients from the generator loss
             fake_out = self.discriminate(self.generate(self.randn(batch_size, self.latent_dim)))
             g_loss = self.objective.generator(fake_out)
-            self._check_finite("train/g_loss", g_loss)
+            self.check_finite("train/g_loss", g_loss, step=self.global_step)  # after D's update of this step
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
             # Not counted as a Lightning step (see the module docstring): the strategy's step is
@@ -192,22 +193,8 @@ class GAN(GenerativeModule):
         for name, value in terms.items():
             self.log(f"train/{name}", value.detach(), prog_bar=name in prog)
 
-    def _check_finite(self, name: str, value: Tensor) -> None:
-        """Stop at the first non-finite loss, before it reaches the weights."""
-        if torch.isfinite(value).all():
-            return
-        step = self.global_step + (1 if name == "train/d_loss" else 0)
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or ""
-        kept = (
-            f"the last good checkpoint is {ckpt}"
-            if ckpt and Path(ckpt).is_file()
-            else "no checkpoint was written yet"
-        )
-        raise TrainingDivergedError(
-            f"training diverged: {name}={value.item()} at step {step} (model.loss={self.loss_name}); "
-            f"stopped before this update, {kept}. Try a lower model.lr / model.lr_d, "
-            f"model.spectral_norm=true or model.r1_gamma > 0"
-        )
+    def divergence_context(self) -> str:
+        return f" (model.loss={self.loss_name})"
 
     def configure_optimizers(self):
         # Order matters for the checkpoint's optimizer states: [generator, discriminator].
@@ -281,21 +268,6 @@ class GAN(GenerativeModule):
             )
         w = torch.linspace(0, 1, int(steps), device=self.device)[:, None]
         return self.decode((1 - w) * z_a + w * z_b, ema=ema)
-
-    # --- checkpoints ------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Never overwrite a good checkpoint with diverged weights.
-        bad = [
-            k
-            for k, v in checkpoint.get("state_dict", {}).items()
-            if v.is_floating_point() and not torch.isfinite(v).all()
-        ]
-        if bad:
-            raise TrainingDivergedError(
-                f"training diverged: non-finite weights at step {self.global_step} in {', '.join(bad[:3])}"
-                f"{' ...' if len(bad) > 3 else ''}; the checkpoint was not written"
-            )
-        super().on_save_checkpoint(checkpoint)
 
     # --- configuration checks ---------------------------------------------------------
     @classmethod

@@ -305,7 +305,8 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     ckpt = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
-    assert not (tmp_path / "results.json").exists()
+    failed = json.loads((tmp_path / "results.json").read_text())  # the failure is on record
+    assert failed["status"] == "diverged" and "train/d_loss=nan at step 5" in failed["error"]
 
 
 def test_a_real_blow_up_is_reported_with_step_and_loss(tiny_config, tmp_path):

@@ -1,4 +1,4 @@
-"""Bad files, safe loading, atomic writes and secrets."""
+"""Bad files, safe loading, atomic writes, secrets, the divergence guard and validation before work."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -108,3 +109,311 @@ def test_api_key_never_written_or_printed(tmp_path):
     assert any(p.name == "results.json" for p in files) and any(".wandb" in p.name for p in files)
     for p in files:
         assert secret.encode() not in p.read_bytes(), f"API key found in {p}"
+
+
+# --- divergence guard (models/base.py, every family) ----------------------------------------------
+def _nan_loss_from_step(cls, method: str, step: int, last_ckpt: Path, good: dict):
+    """``cls.method`` whose training loss is NaN from update ``step`` on; keeps the checkpoint bytes seen then."""
+    original = getattr(cls, method)
+
+    def patched(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.training and self.global_step + 1 >= step:
+            good.setdefault("bytes", last_ckpt.read_bytes())  # the last good checkpoint, before the NaN
+            nan = float("nan")
+            out = {**out, "loss": out["loss"] * nan} if isinstance(out, dict) else out * nan
+        return out
+
+    return patched
+
+
+@pytest.mark.parametrize("family,method", [("vae", "negative_elbo"), ("ddpm", "simple_loss")])
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch, one_thread,
+                                                                    family, method):
+    from genbench.errors import TrainingDivergedError
+    from models.ddpm import DDPM
+    from models.vae import VAE
+
+    cls = {"vae": VAE, "ddpm": DDPM}[family]
+    last, good = tmp_path / "checkpoints" / "last.ckpt", {}
+    monkeypatch.setattr(cls, method, _nan_loss_from_step(cls, method, 5, last, good))
+    cfg = tiny_config(f"model={family}", "data=rings", "trainer.max_steps=8",
+                      "callbacks.model_checkpoint.every_n_train_steps=2")
+    with pytest.raises(TrainingDivergedError) as info:
+        train(cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"{family} training diverged: train/loss=nan at step 5; stopped before this update, "
+                          f"the last good checkpoint is {last}.")
+    assert last.read_bytes() == good["bytes"]  # never overwritten
+    assert read_checkpoint_step(last) == 4
+    failed = json.loads((tmp_path / "results.json").read_text())
+    assert failed["status"] == "diverged" and failed["error"] == msg
+    assert failed["family"] == family and failed["steps"] == 4 and failed["checkpoint"] == str(last)
+
+
+def read_checkpoint_step(path: Path) -> int:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    return ckpt["global_step"]
+
+
+class PoisonWeightsAt(L.Callback):
+    """Test-only: sets one weight to inf after the optimizer update of ``step`` (before that step's checkpoint)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("inf")
+
+
+def test_non_finite_weights_are_never_checkpointed(tiny_config, tmp_path, one_thread):
+    from genbench.errors import TrainingDivergedError
+
+    cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=2",
+                      "+callbacks.poison._target_=tests.test_reliability.PoisonWeightsAt", "+callbacks.poison.step=6")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(TrainingDivergedError, match=r"^ddpm training diverged: non-finite weights at step 6 in net\."):
+        train(cfg)
+    assert read_checkpoint_step(last) == 4  # the step-6 checkpoint was refused, step 4's kept
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "diverged"
+
+
+def test_a_multirun_goes_on_after_a_diverged_job(tmp_path):
+    """lr = 1e30 blows the VAE up at its second update; the sweep's second job still trains."""
+    r = run_cli("genbench-train", "-m", "model=vae", "data=rings", "model.lr=1e30,1e-3", "trainer.max_steps=4",
+                "logger=none", "eval.final=false", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 3, r.stderr[-3000:]  # the multirun still reports the failure at the end
+    assert "Traceback" not in r.stderr
+    diverged = json.loads((tmp_path / "0_vae_seed0" / "results.json").read_text())
+    assert diverged["status"] == "diverged"
+    assert diverged["error"].startswith("vae training diverged: train/loss=") and " at step " in diverged["error"]
+    assert not (tmp_path / "0_vae_seed0" / "checkpoints").exists()  # nothing good to keep, nothing written
+    done = json.loads((tmp_path / "1_vae_seed0" / "results.json").read_text())
+    assert done["status"] == "ok" and done["steps"] == 4
+    assert (tmp_path / "1_vae_seed0" / "checkpoints" / "last.ckpt").is_file()
+    assert "1 job(s) of this multirun failed" in r.stderr and f"{tmp_path / '0_vae_seed0'}: diverged" in r.stderr
+
+
+
+@pytest.mark.slow
+def test_an_optuna_sweep_goes_on_after_a_diverged_trial(tmp_path):
+    """Optuna refuses NaN (the sweep would end): a failed trial returns +inf, the worst value when minimising.
+    The sampler's seed 2 draws lr = 1e30 for the first trial and 1e-3 for the second."""
+    r = run_cli("genbench-train", "hparams_search=vae_optuna", "data=rings", "data.n_val=500",
+                'hydra.sweeper.params={model.lr: "choice(1e30, 1e-3)"}', "hydra.sweeper.sampler.seed=2",
+                "hydra.sweeper.n_trials=2", "trainer.max_steps=4", "logger=none", "trainer.enable_progress_bar=false",
+                "~callbacks.progress_bar", "eval.num_samples=200", "eval.batch_size=100", f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert json.loads((tmp_path / "0_vae_seed0" / "results.json").read_text())["status"] == "diverged"
+    assert json.loads((tmp_path / "1_vae_seed0" / "results.json").read_text())["status"] == "ok"
+    best = (tmp_path / "optimization_results.yaml").read_text()
+    assert "model.lr: 0.001" in best and "best_value: .inf" not in best
+
+# --- validation before work -----------------------------------------------------------------------
+BAD_VALUES = [
+    # families
+    ("model=ddpm", "model.T=0", "model.T=0: must be an integer >= 1"),
+    ("model=ddpm", "model.beta_end=1.5", "model.beta_end=1.5: must be a number in the open interval (0, 1)"),
+    ("model=ddpm", "model.schedule=quadratic", "model.schedule='quadratic': must be one of ['linear', 'cosine']"),
+    ("model=ddpm", "model.sampler=euler", "model.sampler='euler': must be one of ['ddpm', 'ddim']"),
+    ("model=ddpm", "model.ema_decay=1.5", "model.ema_decay=1.5: must be null (no EMA) or a number in [0, 1)"),
+    ("model=gan", "model.loss=foo", "model.loss='foo': must be one of ['nonsaturating', 'minimax', 'hinge', 'wgan-gp']"),
+    ("model=gan", "model.n_critic=0", "model.n_critic=0: must be an integer >= 1"),
+    ("model=gan", "model.latent_dim=0", "model.latent_dim=0: must be an integer >= 1"),
+    ("model=vae", "model.latent_dim=0", "model.latent_dim=0: must be an integer >= 1"),
+    ("model=vae", "model.likelihood=poisson",
+     "model.likelihood='poisson': must be one of ['bernoulli', 'discretized_gaussian', 'gaussian']"),
+    ("model=vae", "model.sigma=0", "model.sigma=0: must be a number > 0"),
+    ("model=vae", "model.lr=0", "model.lr=0: must be a number > 0"),
+    # data modules
+    ("data=rings", "data.n_train=0", "data.n_train=0: must be an integer >= 1"),
+    ("data=rings", "data.n_modes=0", "data.n_modes=0: must be an integer >= 1"),
+    ("data=grid", "data.spacing=-1", "data.spacing=-1: must be a number > 0"),
+    ("data=mnist5k", "data.split_seed=-1", "data.split_seed=-1: must be an integer >= 0"),
+    ("data=mnist", "data.download=maybe", "data.download='maybe': must be true or false"),
+    ("data=mnist5k", "data.batch_size=0", "data.batch_size=0: must be an integer >= 1"),
+    ("data=mnist5k", "data.num_workers=-1", "data.num_workers=-1: must be an integer >= 0"),
+    # trainer and checkpoints
+    ("", "trainer.devices=0", "trainer.devices=0: must be an integer >= 1, -1 (all), 'auto' or a list of device ids"),
+    ("", "trainer.strategy=horovod", "trainer.strategy='horovod': must be one of "
+     "['auto', 'ddp', 'ddp_spawn', 'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true', 'fsdp', "
+     "'deepspeed', 'single_device']"),
+    ("", "trainer.max_epochs=-5", "trainer.max_epochs=-5: must be an integer >= 1, or -1 (no limit, max_steps decides)"),
+    ("", "trainer.max_steps=-1",
+     "trainer.max_steps=-1 and trainer.max_epochs=-1: training would never end; set one of them"),
+    ("", "trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0: must be an integer >= 1"),
+    ("", "trainer.accelerator=fpga", "trainer.accelerator='fpga': must be one of ['cpu', 'gpu', 'cuda', 'mps', 'auto']"),
+    ("", "callbacks.model_checkpoint.every_n_train_steps=-1",
+     "callbacks.model_checkpoint.every_n_train_steps=-1: must be null or an integer >= 0 (0: only at the end)"),
+    # evaluation and run options
+    ("", "eval.num_samples=-1", "eval.num_samples=-1: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"),
+    ("", "eval.features=bogus", "eval.features='bogus': must be one of ['auto', 'classifier', 'inception', 'raw']"),
+    ("", "eval.split=test", "eval.split='test': must be 'train' or 'val'"),
+    ("", "eval.nearest_k=0", "eval.nearest_k=0: must be an integer >= 1"),
+    ("", "eval.classifier.epochs=0", "eval.classifier.epochs=0: must be an integer >= 1"),
+    ("", "monitor=''", "monitor='': must be the name of a logged metric, e.g. 'train/loss' or 'val/fid'"),
+    ("", "seed=-1", "seed=-1: must be an integer >= 0"),
+]
+
+
+@pytest.mark.parametrize("choice,override,message", BAD_VALUES, ids=[f"{c}:{o}" if c else o for c, o, _ in BAD_VALUES])
+def test_each_bad_value_is_one_clear_error_before_any_work(tiny_config, monkeypatch, choice, override, message):
+    from genbench.errors import ConfigError
+
+    def nothing_may_be_built(*args, **kwargs):
+        raise AssertionError("something was instantiated (data, model, trainer) before validation")
+
+    monkeypatch.setattr("genbench.train.instantiate", nothing_may_be_built)
+    cfg = tiny_config(*([choice] if choice else []), override)
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert info.value.problems == [message]  # the key, the value and what is allowed
+    assert message in str(info.value)
+
+
+# --- corrupt data set files and cache entries ---------------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_corrupt_dataset_file_is_one_clear_error_at_train_level(tiny_config, tmp_path, damage):
+    from genbench.errors import DatasetCorruptError
+    from tests.test_datamodules import _write_mnist_like
+
+    _write_mnist_like(tmp_path / "data", "MNIST")
+    images = tmp_path / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[: len(data) // 2] if damage == "truncated" else os.urandom(len(data)))
+    cfg = tiny_config("data=mnist", f"data.root={tmp_path / 'data'}", "data.download=false", run_dir=tmp_path / "run")
+    with pytest.raises(DatasetCorruptError) as info:
+        train(cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"data=mnist: the MNIST files under {tmp_path / 'data' / 'MNIST'} are corrupt or truncated (")
+    assert "download them again (data.download=true)" in msg
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled", "one flipped byte"])
+def test_corrupt_cache_entry_is_rebuilt_with_a_warning(tmp_path, monkeypatch, caplog, damage):
+    """Real statistics of the rings: a damaged entry is never used, the numbers are recomputed."""
+    from datamodules.toy2d import RingsDataModule
+    from evaluation import DataReference, EvalConfig, Evaluator
+    from evaluation.cache import TensorCache
+
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path))
+    reference = DataReference(RingsDataModule(n_train=500, n_val=400), "val", None)
+    first = Evaluator(EvalConfig(), reference, device="cpu")
+    first.real_statistics()
+    assert not first.real_cached
+    path = TensorCache("real_stats").path(first.real_key())
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "garbled":
+        data = bytearray(os.urandom(len(data)))
+    else:  # inside the tensor data: torch.load alone would read it without complaint
+        data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    again = Evaluator(EvalConfig(), reference, device="cpu")
+    with caplog.at_level("WARNING", logger="genbench.evaluation"):
+        again.real_statistics()
+    assert not again.real_cached  # recomputed, not read
+    assert any(str(path) in r.getMessage() and "recomputing" in r.getMessage() for r in caplog.records)
+    for key, value in first.real.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, again.real[key]), key
+    repaired = Evaluator(EvalConfig(), reference, device="cpu")
+    repaired.real_statistics()
+    assert repaired.real_cached  # the rebuilt entry is good
+
+
+CACHE_KEY = {"data": "concurrency-test", "n": 100}
+
+
+def _compute_once_worker(root: str, start_at: float, i: int) -> None:
+    import time
+
+    from evaluation.cache import TensorCache
+
+    torch.set_num_threads(1)
+
+    def compute():
+        with open(Path(root) / "computed.log", "a") as f:
+            f.write(f"{i}\n")
+        time.sleep(0.5)  # long enough for every other process to be waiting on the lock
+        return {"features": torch.arange(10_000.0).reshape(100, 100), "n": 100}
+
+    while time.time() < start_at:
+        time.sleep(0.001)
+    entry, cached = TensorCache("real_stats", root=root).get_or_compute(CACHE_KEY, compute)
+    Path(root, f"result{i}.json").write_text(json.dumps({"cached": cached, "sum": float(entry["features"].sum())}))
+
+
+def _store_or_load_worker(root: str, start_at: float, i: int) -> None:
+    import time
+
+    from evaluation.cache import TensorCache
+
+    torch.set_num_threads(1)
+    cache = TensorCache("real_stats", root=root)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    misses = 0
+    for _ in range(150):
+        if i < 2:  # two writers replace the entry over and over, without the lock
+            cache.store(CACHE_KEY, {"features": torch.full((200, 200), float(i)), "n": 200})
+        else:  # readers must always find a whole entry, one writer's or the other's
+            entry = cache.load(CACHE_KEY)
+            misses += entry is None or float(entry["features"].std()) != 0.0
+    Path(root, f"result{i}.json").write_text(json.dumps({"misses": misses}))
+
+
+def _run_processes(target, root: Path, n: int) -> list[dict]:
+    import multiprocessing
+    import time
+
+    ctx = multiprocessing.get_context("fork")  # a second each, where spawn re-imports torch per process
+    start_at = time.time() + 0.5
+    procs = [ctx.Process(target=target, args=(str(root), start_at, i)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return [json.loads((root / f"result{i}.json").read_text()) for i in range(n)]
+
+
+def test_concurrent_processes_compute_a_cache_entry_once(tmp_path, caplog):
+    from evaluation.cache import TensorCache
+
+    results = _run_processes(_compute_once_worker, tmp_path, 4)
+    assert (tmp_path / "computed.log").read_text().count("\n") == 1  # the others waited on the file lock
+    assert sorted(r["cached"] for r in results) == [False, True, True, True]
+    assert {r["sum"] for r in results} == {float(sum(range(10_000)))}
+    with caplog.at_level("WARNING", logger="genbench.evaluation"):
+        assert TensorCache("real_stats", root=tmp_path).load(CACHE_KEY) is not None
+    assert not caplog.records  # intact
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_readers_never_see_a_half_written_cache_entry(tmp_path):
+    from evaluation.cache import TensorCache
+
+    TensorCache("real_stats", root=tmp_path).store(CACHE_KEY, {"features": torch.zeros(200, 200), "n": 200})
+    results = _run_processes(_store_or_load_worker, tmp_path, 4)
+    assert [r["misses"] for r in results[2:]] == [0, 0]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_any_garbled_checkpoint_is_a_clear_error(tmp_path):
+    """Random bytes fail anywhere in the unpickler (about 7 % with IndexError or KeyError): always one clear error."""
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path / "garbled.ckpt"
+    for _ in range(400):
+        path.write_bytes(rng.randbytes(rng.choice([64, 512, 4096])))
+        with pytest.raises(CheckpointError, match="corrupt or truncated|refused to load"):
+            load_model(path)

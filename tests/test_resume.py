@@ -94,3 +94,27 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, family):
         assert b["step"] == steps
         _assert_same(a["weights"], b["weights"], f"[every {every}, killed at {killed_at}] state_dict")  # EMA included
         _assert_same(a["optimizers"], b["optimizers"], f"[every {every}, killed at {killed_at}] optimizer_states")
+
+
+# --- the same W&B run ----------------------------------------------------------------------------
+def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    """A stopped run resumed with ckpt_path=last logs into the W&B run it started (offline here)."""
+    from genbench.checkpoint import read_checkpoint
+    from genbench.train import train
+    from genbench.wandb_utils import checkpoint_run_id
+    from tests.conftest import TINY, compose_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [o for o in TINY if o != "logger=none"] + [
+        "logger=wandb", "model=vae", "data=rings", "callbacks.model_checkpoint.every_n_train_steps=2"]
+    train(compose_config(overrides + ["trainer.max_steps=4"], run_dir=tmp_path))
+    run_id = checkpoint_run_id(read_checkpoint(tmp_path / "checkpoints" / "last.ckpt"))
+    assert run_id
+    train(compose_config(overrides + ["trainer.max_steps=8", "ckpt_path=last"], run_dir=tmp_path))
+
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2, runs  # one offline directory per process, `wandb sync` merges them by id
+    for run in runs:
+        assert [p.name for p in run.glob("*.wandb")] == [f"run-{run_id}.wandb"], run
+    # kept for the next resume
+    assert checkpoint_run_id(read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")) == run_id
