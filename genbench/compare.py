@@ -94,8 +94,25 @@ class Group:
     family: str
     records: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        """The runs that finished; diverged or failed runs count in :meth:`runs_cell`, never in the means."""
+        return [r for r in self.records if r.get("status", "ok") == "ok"]
+
+    def failures(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            if r.get("status", "ok") != "ok":
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+        return counts
+
+    def runs_cell(self) -> str:
+        """``3``, or ``2 (+1 diverged)`` when some runs of the group did not finish."""
+        extra = ", ".join(f"+{n} {status}" for status, n in sorted(self.failures().items()))
+        return f"{len(self.ok)} ({extra})" if extra else str(len(self.ok))
+
     def values(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        return [float(r[key]) for r in self.ok if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
 
     def mean_std(self, key: str) -> tuple[float, float | None] | None:
         """Mean and sample standard deviation (n − 1) over seeds; std is None for one seed."""
@@ -129,7 +146,7 @@ def to_markdown(groups: list[Group]) -> str:
     header = ["data", "family", "seeds"] + [c[0] for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
-        row = [g.data, g.family, str(len(g.records))] + [_cell(g.mean_std(key), fmt) for _, key, fmt in cols]
+        row = [g.data, g.family, g.runs_cell()] + [_cell(g.mean_std(key), fmt) for _, key, fmt in cols]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -138,9 +155,9 @@ def to_csv(groups: list[Group]) -> str:
     cols = active_columns(groups)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["data", "family", "seeds"] + [f"{key}_{s}" for _, key, _ in cols for s in ("mean", "std")])
+    w.writerow(["data", "family", "seeds", "failed"] + [f"{key}_{s}" for _, key, _ in cols for s in ("mean", "std")])
     for g in groups:
-        row: list[Any] = [g.data, g.family, len(g.records)]
+        row: list[Any] = [g.data, g.family, len(g.ok), sum(g.failures().values())]
         for _, key, _ in cols:
             stat = g.mean_std(key)
             row += ["", ""] if stat is None else [stat[0], "" if stat[1] is None else stat[1]]

@@ -263,7 +263,7 @@ def log_to_wandb(root: Path, made: dict[str, Path], groups, group: str) -> None:
         cols = active_columns(groups)
         table = wandb.Table(columns=["data", "family", "seeds"] + [c[1] for c in cols])
         for g in groups:
-            table.add_data(g.data, g.family, len(g.records), *[(g.mean_std(k) or (None,))[0] for _, k, _ in cols])
+            table.add_data(g.data, g.family, g.runs_cell(), *[(g.mean_std(k) or (None,))[0] for _, k, _ in cols])
         run.log({"comparison": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in made.items()}})
     finally:
         run.finish()

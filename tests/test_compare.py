@@ -50,8 +50,22 @@ def test_markdown_and_csv(sweep):
     assert "| mnist5k | gan | 3 | 14.00 ± 4.00 |" in md
     assert "| mnist5k | vae | 1 | 30.00 |" in md
     csv_text = to_csv(groups).splitlines()
-    assert csv_text[0].startswith("data,family,seeds,fid_mean,fid_std")
-    assert csv_text[1].startswith("mnist5k,gan,3,14.0,4.0")
+    assert csv_text[0].startswith("data,family,seeds,failed,fid_mean,fid_std")
+    assert csv_text[1].startswith("mnist5k,gan,3,0,14.0,4.0")
+
+
+def test_diverged_runs_are_counted_apart_and_left_out_of_the_means(sweep):
+    # A diverged seed has no evaluation (genbench-train writes status, error, steps and no "eval").
+    (sweep / "6_gan_seed3").mkdir()
+    (sweep / "6_gan_seed3" / "results.json").write_text(json.dumps(
+        {"status": "diverged", "error": "training diverged: train/d_loss=nan at step 12", "family": "gan",
+         "data": "mnist5k", "seed": 3, "steps": 11, "parameters": 9_000_000, "train_time_s": 999.0}))
+    gan = group_records(load_records([sweep]))[0]
+    assert len(gan.records) == 4 and len(gan.ok) == 3 and gan.failures() == {"diverged": 1}
+    assert gan.mean_std("fid") == (14.0, 4.0)
+    assert gan.mean_std("train_time_s")[0] == 20.0  # 10, 20, 30: the diverged run's 999 s is not averaged in
+    assert "| mnist5k | gan | 3 (+1 diverged) | 14.00 ± 4.00 |" in to_markdown([gan])
+    assert to_csv([gan]).splitlines()[1].startswith("mnist5k,gan,3,1,14.0,4.0")
 
 
 def test_cli_writes_files(sweep, tmp_path, capsys):
