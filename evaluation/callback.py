@@ -80,7 +80,7 @@ class EvalCallback(L.Callback):
         self._last_step = step
         started = time.perf_counter()
         try:
-            results = self._evaluate(pl_module, self.cfg.val_num_samples)
+            results = self._evaluate(pl_module, self.cfg.val_num_samples, self.cfg.val_nll_samples)
         except EvaluationError as e:
             log.warning("evaluation at step %d skipped: %s", step, e)
             return
@@ -119,10 +119,10 @@ class EvalCallback(L.Callback):
         if self.final_results is not None:
             results["eval"] = self.final_results
 
-    def _evaluate(self, pl_module: L.LightningModule, n: int) -> dict[str, Any]:
+    def _evaluate(self, pl_module: L.LightningModule, n: int, nll_samples: int | None = None) -> dict[str, Any]:
         assert self.evaluator is not None, "setup() builds the evaluator"
         self.evaluator.to(pl_module.device)
-        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n)
+        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n, nll_samples)
 
     @rank_zero_only
     def _publish(self, trainer: L.Trainer, results: dict[str, Any], step: int, name: str) -> None:

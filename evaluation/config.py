@@ -34,6 +34,8 @@ class EvalConfig:
     metric_seed: seed of the IS shuffling and KID subsets (torch-fidelity's default 2020).
     seed: seed of the sampling noise (per batch, so the samples do not depend on the process count).
     nll_samples: real examples for ``nll_bpd`` where the family defines it (0: skip).
+    val_nll_samples: the same for each periodic evaluation during training (the bound of a DDPM costs
+        T network evaluations per example; the family's own validation logs a cheaper ``val/nll_bpd``).
     grid_size: samples in the logged image grid.
     device: ``auto`` (the model's device / CUDA when available), ``cpu``, ``cuda``, ...
     sample_kwargs: extra keyword arguments of ``model.sample`` and ``model.nfe`` (e.g. ``{steps: 100}``).
@@ -56,6 +58,7 @@ class EvalConfig:
     metric_seed: int = 2020
     seed: int = 0
     nll_samples: int = 500
+    val_nll_samples: int = 0
     grid_size: int = 64
     device: str = "auto"
     sample_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +106,7 @@ class EvalConfig:
         integer("seed", 0, 0)
         if cfg.get("nll_samples", 500) is not None:  # genbench-evaluate: null = as the checkpoint's run
             integer("nll_samples", 0, 500)
+        integer("val_nll_samples", 0, 0, " (0: no bound in the evaluations during training)")
         integer("grid_size", 1, 64)
         if not isinstance(cfg.get("final", True), bool):
             errors.append(f"eval.final={cfg.get('final')!r}: must be true or false")

@@ -150,12 +150,13 @@ class Evaluator:
                 + ("; only eval.features=inception resizes images" if len(shape) == 3 else "")
             ])
 
-    def evaluate(self, source: Any, num_samples: int | None = None) -> dict[str, Any]:
+    def evaluate(self, source: Any, num_samples: int | None = None, nll_samples: int | None = None) -> dict[str, Any]:
         """Evaluate ``source``; every process of a ``torch.distributed`` group must call this.
 
         Args:
             source: :class:`~evaluation.sources.ModelSource` or :class:`~evaluation.sources.TensorSource`.
             num_samples: generated samples (default ``cfg.num_samples``); stored samples are all used.
+            nll_samples: real examples of the bound ``nll_bpd`` (default ``cfg.nll_samples``; 0: none).
         Returns:
             the results dict: :data:`RESULT_KEYS`, plus ``nll_bpd`` (families with a likelihood),
             ``classifier_accuracy`` (classifier space), ``modes_covered``/``num_modes``/``high_quality_share``
@@ -235,9 +236,10 @@ class Evaluator:
                 if rank == 0 and sum(len(t) for t in grid) < preview:
                     grid.append(x[: preview - sum(len(t) for t in grid)].cpu())
             sample_time.update(torch.tensor(elapsed, dtype=torch.float64))
-            with_nll = source.has_likelihood and cfg.nll_samples > 0
+            n_nll = cfg.nll_samples if nll_samples is None else int(nll_samples)
+            with_nll = source.has_likelihood and n_nll > 0
             if with_nll:
-                self._nll(source, nll, rank, world)
+                self._nll(source, nll, n_nll, rank, world)
 
         results: dict[str, Any] = {"features": self.feature_name, "num_samples": n, "num_real": n_real}
         results["fid"] = float(fid.compute())
@@ -284,9 +286,9 @@ class Evaluator:
             raise EvaluationError(f"{source.name}: {bad} of {size} samples contain NaN or inf; cannot evaluate them")
         return x.to(self.device, torch.float32)
 
-    def _nll(self, source: Any, nll: MeanMetric, rank: int, world: int) -> None:
-        """Mean ``nll_bpd`` over ``nll_samples`` real examples (a fixed subset), each batch with its own seed."""
-        x = self.reference.samples(self.cfg.nll_samples)
+    def _nll(self, source: Any, nll: MeanMetric, n: int, rank: int, world: int) -> None:
+        """Mean ``nll_bpd`` over ``n`` real examples (a fixed subset), each batch with its own seed."""
+        x = self.reference.samples(n)
         bs = self.cfg.batch_size
         n_batches = math.ceil(len(x) / bs)
         for b in range(rank * n_batches // world, (rank + 1) * n_batches // world):

@@ -33,10 +33,15 @@ def vae_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("vae_run")
     cfg = compose_config(
         TINY + ["model=vae", "logger=csv", "eval.every_n_steps=2", "eval.val_num_samples=50",
-                "eval.final=true", "eval.num_samples=120"],
+                "eval.final=true", "eval.num_samples=120", "eval.nll_samples=16",
+                "net.image.likelihood=discretized_gaussian"],  # a likelihood of 8-bit images: nll_bpd
         run_dir=run,
     )  # fmt: skip
     return run, train(cfg)
+
+
+def _history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "eval_history.jsonl").read_text().splitlines()]
 
 
 def test_training_evaluates_periodically_and_at_the_end(vae_run):
@@ -50,11 +55,23 @@ def test_training_evaluates_periodically_and_at_the_end(vae_run):
     rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
     steps = sorted(int(r["step"]) for r in rows if r.get("val/fid"))
     assert steps[:2] == [2, 4]
+    # the bound only at the end by default (eval.val_nll_samples=0): a DDPM's costs T evaluations per example
+    assert [h["step"] for h in _history(run)] == [2, 4] and not any("nll_bpd" in h for h in _history(run))
+    assert final["nll_bpd"] > 0
     # grids 8 wide of 28 px digits with 2 px padding: 64 at the end, all 50 of a periodic evaluation
     sizes = {"step000002.png": (242, 7 * 30 + 2), "step000004.png": (242, 7 * 30 + 2), "final.png": (242, 242)}
     for name, size in sizes.items():
         with Image.open(run / "samples" / name) as img:
             assert img.size == size
+
+
+def test_periodic_evaluations_compute_the_bound_when_asked(tmp_path):
+    cfg = compose_config(TINY + ["model=vae", "eval.every_n_steps=2", "eval.val_num_samples=20", "eval.final=false",
+                                 "eval.val_nll_samples=8", "net.image.likelihood=discretized_gaussian"],
+                         run_dir=tmp_path)  # fmt: skip
+    train(cfg)
+    history = _history(tmp_path)
+    assert [h["step"] for h in history][:2] == [2, 4] and all(h["nll_bpd"] > 0 for h in history)
 
 
 def test_training_on_points_reports_modes(tmp_path):
