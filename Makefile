@@ -26,6 +26,31 @@ test-all: $(STAMP)
 lecture: $(STAMP)
 	$(BIN)/genbench-lecture
 
+# Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
+# One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time
+# slices. bench-quick (CI-sized, < 5 min on 2 CPU cores) writes *_quick.json and leaves the README
+# alone; bench runs the full sizes (~20-25 min on 2 CPU cores) and re-renders the README's tables.
+# InceptionV3 is compared with the weights file INCEPTION_WEIGHTS=/path/pt_inception-2015-12-05.pth,
+# else with random weights (the same cost; the timing is valid, the metrics' values mean nothing).
+BENCH_ARGS ?= --threads 1
+INCEPTION_WEIGHTS ?=
+INCEPTION_ARGS = $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS),--random-inception)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_overhead.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/eval_throughput.py $(BENCH_ARGS) $(INCEPTION_ARGS)
+	$(BIN)/python benchmarks/sampling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/flops.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/render_readme.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/train_overhead.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/eval_throughput.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/sampling.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/scaling.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/flops.py --quick $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

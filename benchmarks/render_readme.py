@@ -1,0 +1,271 @@
+"""Render the README's performance tables from the JSON records in ``benchmarks/results/``.
+
+The tables go between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in README.md; everything
+else in the README is left alone. For each benchmark the full record (``make bench``) is used,
+or the quick one (``make bench-quick``) when there is no full record; the table says which, and
+gives the machine and load average of every record it quotes.
+
+    python benchmarks/render_readme.py            # rewrite README.md
+    python benchmarks/render_readme.py --print    # print the tables only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import RECORD_VERSION  # noqa: E402
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+BENCHMARKS = ("train_overhead", "eval_throughput", "sampling", "scaling", "flops")
+
+
+def load_records(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
+    """The newest record of each benchmark: the full one if present, else the quick one."""
+    out = {}
+    for name in BENCHMARKS:
+        for suffix in ("", "_quick"):
+            path = results / f"{name}{suffix}.json"
+            if path.is_file():
+                rec = json.loads(path.read_text())
+                if rec.get("record_version") == RECORD_VERSION:  # older layouts are not quoted
+                    rec["_file"] = path.name
+                    out[name] = rec
+                    break
+    return out
+
+
+def _x(v: float | None, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:.{digits}f}×"
+
+
+def _n(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
+
+
+def _weights(s: dict[str, Any]) -> str:
+    w = s.get("weights")
+    if not w:
+        return ""
+    return "; random weights: the timing is valid, the metrics' values mean nothing" if w.startswith("random") else f"; weights: {w}"
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def _load(load: dict[str, float] | None) -> str:
+    return "?" if not load else f"{load['1min']:.1f}"
+
+
+def _clock(clock: str | None) -> str:
+    return "over the process's CPU time" if clock == "cpu" else "wall clock"
+
+
+def _sizes(sizes: list[int]) -> str:
+    def one(n: int) -> str:
+        if n >= 10**6 and n % 10**6 == 0:
+            return f"{n // 10**6}M"
+        return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+    return " / ".join(one(n) for n in sizes)
+
+
+def _med(d: dict[str, Any]) -> float:
+    return d["median"]
+
+
+def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    if "train_overhead" in r:
+        rec = r["train_overhead"]
+        for fam, o in rec["overhead"].items():
+            wall = f"; wall clock {_x(o['ratio_by_clock']['wall'], 3)}" if o.get("clock") == "cpu" else ""
+            rows.append((f"Training loop, {fam.upper()} (batch {o['batch_size']}): genbench `Trainer` / bare PyTorch",
+                         f"{_n(_med(o['genbench_images_per_s']))} / {_n(_med(o['bare_images_per_s']))} img/s "
+                         f"({_clock(o.get('clock'))}) = {_x(o['ratio'], 3)}{wall}",
+                         f"≥ {o['target']}×", _met(o["met"])))  # fmt: skip
+    if "eval_throughput" in r:
+        rec = r["eval_throughput"]
+        n = rec["settings"]["generated_images"]
+        for space, label in (("classifier", "classifier features"), ("inception", "InceptionV3")):
+            s = rec.get(space, {})
+            if s.get("skipped"):
+                rows.append((f"Evaluation vs torch-fidelity, {label}", f"skipped: {s['reason'].split(':')[0]}", "≥ 1.2×", "—"))
+                continue
+            sec = {k: v["wall"] for k, v in s["seconds"].items()}
+            cpu = {k: v["cpu_total"] for k, v in s["seconds"].items()}
+            cpu_x = s["genbench_cold_vs_torch_fidelity_speedup_by_clock"].get("cpu_total")
+            n_gen, n_real = s.get("generated_images", n), s.get("real_images", rec["settings"]["real_images"])
+            rows.append((f"Evaluation vs torch-fidelity, {label} ({n_gen} + {n_real} PNGs, FID/IS/KID)",
+                         f"wall {_med(sec['torch_fidelity']):.2f} s / {_med(sec['genbench_cold']):.2f} s = "
+                         f"{_x(s['genbench_cold_vs_torch_fidelity_speedup'])}; CPU (with worker processes) "
+                         f"{_med(cpu['torch_fidelity']):.2f} s / {_med(cpu['genbench_cold']):.2f} s = {_x(cpu_x)}; "
+                         f"FID agrees to {s['agreement_rel_diff']['fid']:.1e}{_weights(s)}",
+                         f"≥ {s['speedup_target']}×", _met(s["speedup_met"])))  # fmt: skip
+            cache_cpu = s["cached_vs_cold_speedup_by_clock"].get("cpu_total")
+            rows.append((f"Cached re-run vs cold, {label} (`genbench-evaluate`, end to end)",
+                         f"wall {_med(sec['genbench_cold']):.2f} s / {_med(sec['genbench_cached']):.2f} s = "
+                         f"{_x(s['cached_vs_cold_speedup'])}; CPU {_x(cache_cpu)}; at most {(n_gen + n_real) / n_gen:.1f}× "
+                         f"here: a cached run still featurises the {n_gen} generated images",
+                         f"≥ {s['cache_target']:.0f}×", _met(s["cache_met"])))  # fmt: skip
+        rs = rec.get("real_statistics_step")
+        if rs:
+            sec = {k: v["wall"] for k, v in rs["seconds"].items()}
+            rows.append((f"… the real-statistics step alone ({rs['real_images']} images): computed / loaded",
+                         f"{_med(sec['computed']) * 1e3:.1f} ms / {_med(sec['loaded']) * 1e3:.1f} ms = "
+                         f"{_x(rs['loaded_vs_computed_speedup'], 0)}; the rest of a run is fixed costs and the generated side "
+                         f"(mnist5k data set-up alone {_med(rec['mnist5k_setup_s']['wall']):.2f} s)",
+                         "", ""))  # fmt: skip
+    if "sampling" in r:
+        rec = r["sampling"]
+        t = rec["targets"]
+        sp = rec["speed"]
+        ddpm_name = next(k for k in sp if k.startswith("ddpm-")).upper()
+        wall = (sp.get("ddim50_vs_ddpm1000_speedup_by_clock") or {}).get("wall")
+        rows.append((f"DDIM-50 vs {ddpm_name} speed (default UNet, {sp['batch']} images per call, "
+                     f"{_clock(sp.get('clock'))})",
+                     _x(t["ddim50_speedup"], 1) + (f"; wall clock {_x(wall, 1)}" if sp.get("clock") == "cpu" and wall else ""),
+                     f"≥ {t['speedup_target']:.0f}×", _met(t["speedup_met"])))  # fmt: skip
+        for data, ratio in t["ddim50_fid_ratio"].items():
+            c = rec["curves"][data]
+            p = c["points"]
+            ddpm = next(k for k in p if k.startswith("ddpm"))
+            extra = ""
+            if p[ddpm].get("high_quality_share") is not None:
+                extra = f"; within 3σ of a mode {p['ddim-50']['high_quality_share']:.1%} vs {p[ddpm]['high_quality_share']:.1%}"
+            rows.append((f"DDIM-50 vs {ddpm.upper()} FID, {data} ({c['model']['description']}, n = {c['num_samples']})",
+                         f"{p['ddim-50']['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}{extra}",
+                         f"≤ {t['fid_ratio_target']:.2f}×", _met(t["fid_met"][data])))  # fmt: skip
+    if "scaling" in r:
+        rec = r["scaling"]
+        e, m = rec["eval_time"], rec["peak_memory"]
+        secs = {n: v[e["clock"]] for n, v in e["seconds"].items()}
+        what = "CPU s" if e["clock"] == "cpu" else "s"
+        rows.append((f"Evaluation time vs n = {_sizes(e['sizes'])} (classifier space)",
+                     " / ".join(f"{_med(secs[str(n)]):.2f}" for n in e["sizes"]) + f" {what}; least-squares fit R² = "
+                     f"{e['fit']['r2']:.3f}, {e['fit']['s_per_1k_samples']:.2f} {what} per 1k",
+                     "linear", _met(e["fit"]["r2"] >= 0.98)))  # fmt: skip
+        rows.append((f"Peak memory of one evaluation vs n = {_sizes(m['sizes'])} (resident, a fresh process per size)",
+                     " / ".join(f"{g:.0f}" for g in m["rss_peak_mib"]) + f" MiB: {m['peak_per_1k_samples_mib']:+.2f} MiB per 1k "
+                     f"(the metrics keep {m['features_kept_per_1k_mib']:.2f} MiB of features per 1k)",
+                     f"≤ {2 * m['features_kept_per_1k_mib']:.2f} MiB per 1k", _met(m["met"])))  # fmt: skip
+        t = rec.get("train_memory", {})
+        if not t.get("skipped"):
+            rows.append((f"Training memory vs data set size ({_sizes(t['sizes'])} points, VAE on rings; peak less the data set)",
+                         " / ".join(f"{g:.0f}" for g in t["peak_less_data_mib"]) + f" MiB: {t['peak_less_data_per_1m_points_mib']:+.1f} "
+                         f"MiB per 1M points",
+                         f"< {t['data_per_1m_points_mib']:.1f} MiB per 1M (one copy of the data)", _met(t["met"])))  # fmt: skip
+    return rows
+
+
+def detail_tables(r: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    if "sampling" in r:
+        sp = r["sampling"]["speed"]
+        names = [k for k, v in sp.items() if isinstance(v, dict) and "nfe" in v]
+        out += ["", f"Sampling cost (mnist5k default networks, {sp['batch']} images per `sample()` call; "
+                f"quality–speed curve: `{r['sampling']['plot']}`):", "",
+                "| | " + " | ".join(n.upper() for n in names) + " |", "|---" * (len(names) + 1) + "|",
+                *(f"| images/s ({'CPU time' if c == 'cpu' else 'wall clock'}) | "
+                  + " | ".join(_n(_med(sp[n]["images_per_s_by_clock"][c])) for n in names) + " |"
+                  for c in ("cpu", "wall") if all(c in sp[n].get("images_per_s_by_clock", {}) for n in names)),
+                "| NFE | " + " | ".join(str(sp[n]["nfe"]) for n in names) + " |"]  # fmt: skip
+        curves = {k: v for k, v in r["sampling"]["curves"].items() if not v.get("skipped")}
+        if curves:
+            pts = list(next(iter(curves.values()))["points"])
+            out += ["", "| FID | " + " | ".join(p.upper() for p in pts) + " |", "|---" * (len(pts) + 1) + "|"]
+            for data, c in curves.items():
+                out.append(f"| {data} ({c['features']}) | " + " | ".join(f"{c['points'][p]['fid']:.3g}" for p in pts) + " |")
+    if "flops" in r:
+        rec = r["flops"]
+        pk = rec["peak"]
+        out += ["", f"Hardware utilisation (fp32 matmul peak {pk['matmul_used'] / 1e9:.0f} GFLOP/s, best kernel "
+                f"(3×3 conv) {pk['best_kernel_used'] / 1e9:.0f} GFLOP/s, measured in the same run):", "",
+                "| network | parameters | GFLOP per training image | train images/s (batch) | achieved GFLOP/s | of matmul peak | of best kernel |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, n in rec["networks"].items():
+            out.append(f"| {name} | {n['parameters'] / 1e6:.2f} M | {n['train_flops_per_image'] / 1e9:.3g} | "
+                       f"{_n(_med(n['train_images_per_s']))} ({n['batch_size']}) | {n['achieved_flop_per_s'] / 1e9:.1f} | "
+                       f"{n['fraction_of_matmul_peak']:.0%} | {n['fraction_of_best_kernel_peak']:.0%} |")  # fmt: skip
+    if "scaling" in r:
+        tb = r["scaling"]["train_vs_batch_size"]["images_per_s"]
+        sizes = sorted({int(b) for d in tb.values() for b in d})
+        clock = r["scaling"]["train_vs_batch_size"]["clock"]
+        out += ["", f"Training images/s (genbench `Trainer`, {_clock(clock)}) against batch size:", "",
+                "| family | " + " | ".join(str(b) for b in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]  # fmt: skip
+        for fam, d in tb.items():
+            out.append(f"| {fam.upper()} | " + " | ".join(_n(_med(d[str(b)])) if str(b) in d else "—" for b in sizes) + " |")
+    if "train_overhead" in r:
+        rec = r["train_overhead"]
+        gpu = next(iter(rec["gpu_options"].values()), {})
+        opts = ", ".join(k for k in gpu)
+        if all(v.get("skipped") for v in gpu.values()):
+            out += ["", f"GPU options ({opts}): skipped, {next(iter(gpu.values()))['reason']}."]
+        else:
+            out += ["", "GPU options, speed-up when on (bare loop unless noted):", "", "| family | " + " | ".join(gpu) + " |",
+                    "|---" * (len(gpu) + 1) + "|"]  # fmt: skip
+            for fam, g in rec["gpu_options"].items():
+                out.append(f"| {fam.upper()} | " + " | ".join("skipped" if v.get("skipped") else _x(v["speedup"]) for v in g.values()) + " |")
+    return out
+
+
+def render(records: dict[str, dict[str, Any]]) -> str:
+    if not records:
+        return "No benchmark records yet: run `make bench`."
+    first = next(iter(records.values()))["machine"]
+    gpu = first.get("gpu") or "no GPU"
+    lines = [
+        "<!-- generated by benchmarks/render_readme.py from benchmarks/results/*.json: edit the script, not this table -->",
+        f"Machine: {first['cpu']}, {first['cpu_cores']} cores, {first['torch_threads']} torch thread(s), {gpu}, "
+        f"torch {first['torch']}, Lightning {first.get('lightning', '?')}.",
+        "",
+        "| measurement | result | target | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in target_rows(records)]
+    lines += detail_tables(records)
+    lines += ["", "Records (1-minute load average = runnable processes on the machine, at start → end; "
+              f"above {first['cpu_cores']} the cores were shared with other jobs):", ""]  # fmt: skip
+    for rec in records.values():
+        m = rec["machine"]
+        lines.append(f"- `benchmarks/results/{rec['_file']}` ({rec['mode']}, {rec['date']}, {rec['wall_s']:.0f} s): "
+                     f"load {_load(m.get('load_average_at_start'))} → {_load(m.get('load_average_at_end'))}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def update_readme(text: str, table: str) -> str:
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} … {END} markers: add them where the table belongs")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--print", action="store_true", help="print the tables, leave README.md alone")
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = parser.parse_args(argv)
+    table = render(load_records(Path(args.results)))
+    if args.print:
+        print(table)
+        return 0
+    readme = Path(args.readme)
+    readme.write_text(update_readme(readme.read_text(), table))
+    print(f"rendered {len(table.splitlines())} lines into {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Training-loop overhead: genbench's LightningModule under ``Trainer`` against a bare PyTorch loop.
+
+For each family (GAN, VAE, DDPM on mnist5k, default networks) both loops get the same initial
+weights, the same uint8 data tensors (gathered by index, mapped to [-1, 1] after the transfer),
+the same optimizer settings, batch size and per-step extras (DDPM: gradient clipping, LR
+warm-up, EMA; GAN: generator EMA). The bare loop is what one would write by hand: the same
+maths in plain PyTorch, no hooks, no logging. The genbench side is ``genbench-train``'s Trainer
+config with its genbench callbacks (``TrainStats``, ``RNGState``), minus what is not the
+training loop: no validation, no checkpoints, no progress bar, no logger.
+
+Only the steady state is timed: the clock starts at the end of the warm-up steps and stops
+at the end of the last step (device synchronised), inside the same process, the two loops
+interleaved. On the CPU the ratio is taken over this process's CPU time (one torch thread), which
+other jobs on a shared machine do not inflate; the wall-clock ratio is recorded next to it.
+Target: genbench ≥ 0.97× the bare loop's images/s.
+
+Also measured: Adam's implementations (for-loop / foreach / fused) on each family's parameters,
+genbench's EMA update against a bare ``torch._foreach_lerp_``, and, with CUDA only, bf16-mixed, channels_last, torch.compile and fused AdamW, each on/off.
+
+    python benchmarks/train_overhead.py --quick
+    python benchmarks/train_overhead.py --families ddpm --batch-size 128 --steps 20
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+
+FAMILIES = ("gan", "vae", "ddpm")
+TARGET = 0.97
+
+
+def overrides(family: str, batch_size: int, device: torch.device, extra: list[str] = ()) -> list[str]:
+    """The run's config: mnist5k, default network of the family, the benchmark's batch size."""
+    trainer = ["trainer=gpu", "trainer.precision=32-true"] if device.type == "cuda" else []
+    return ["data=mnist5k", f"data.batch_size={batch_size}", "eval.final=false", *trainer, *extra]
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """uint8 → [-1, 1], as genbench's data modules do after the transfer."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+# --- genbench: the LightningModule under Trainer ------------------------------------------------
+class StepClock(L.Callback):
+    """Times steps ``warmup`` … ``warmup + steps − 1``: from the end of the last warm-up batch to the
+    end of the last batch, so every timed step includes the loop's work between batches."""
+
+    def __init__(self, warmup: int, steps: int, device: torch.device):
+        self.warmup, self.steps, self.device = warmup, steps, device
+        self.batches, self.images = 0, 0
+        self.start = self.end = (0.0, 0.0)
+
+    def _now(self) -> tuple[float, float]:
+        return common.clock(self.device), time.process_time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.batches == self.warmup:
+            self.start = self._now()
+        elif self.batches > self.warmup:
+            self.images += len(batch[0])
+            if self.batches == self.warmup + self.steps:
+                self.end = self._now()
+
+    @property
+    def images_per_s(self) -> dict[str, float]:
+        """Over the wall clock and over this process's CPU time."""
+        return {"wall": self.images / (self.end[0] - self.start[0]), "cpu": self.images / (self.end[1] - self.start[1])}
+
+
+class GenbenchLoop:
+    """``trainer.fit`` of the genbench module for ``warmup + steps`` steps; returns the timed images/s
+    (``{"wall": …, "cpu": …}``)."""
+
+    def __init__(self, model: L.LightningModule, dm: L.LightningDataModule, cfg: Any, device: torch.device,
+                 trainer_kwargs: dict[str, Any] | None = None):  # fmt: skip
+        self.model, self.dm, self.cfg, self.device = model, dm, cfg, device
+        self.trainer_kwargs = trainer_kwargs or {}
+
+    def __call__(self, steps: int, warmup: int) -> dict[str, float]:
+        from genbench.callbacks import RNGState, TrainStats
+
+        clock = StepClock(warmup, steps, self.device)
+        trainer = instantiate(
+            self.cfg.trainer, max_steps=warmup + steps, logger=False, callbacks=[TrainStats(), RNGState(), clock],
+            enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0, default_root_dir=self.cfg.run_dir,
+            **self.trainer_kwargs,
+        )  # fmt: skip
+        trainer.fit(self.model, datamodule=self.dm)
+        return clock.images_per_s
+
+
+# --- the bare PyTorch loops ---------------------------------------------------------------------
+def ema_lerp_(ema: list[Tensor], params: list[Tensor], decay: float) -> None:
+    """θ_ema ← d θ_ema + (1 − d) θ, one fused call (what a hand-written loop would do)."""
+    torch._foreach_lerp_(ema, params, 1.0 - decay)
+
+
+def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bool | None = None) -> Callable[[Tensor], None]:
+    """One hand-written training step of ``family`` on the networks of ``model`` (a private copy).
+
+    The optimizer is ``cfg.model.optimizer`` (the same class and settings as genbench's);
+    ``fused`` passes ``fused=`` to it when not None.
+    """
+    opt_kwargs = {} if fused is None else {"fused": fused}
+    factory = instantiate(cfg.model.optimizer)
+    model = model.to(device).train()
+    if family == "vae":
+        params = list(model.parameters())
+        opt = factory(params, lr=model.lr, **opt_kwargs)
+
+        def step(x: Tensor) -> None:
+            h = model.encoder(x)
+            mean, logvar = model.to_mean(h), model.to_logvar(h)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            logits = model.decoder(z).view_as(x)
+            recon = F.binary_cross_entropy_with_logits(logits, (x + 1) / 2, reduction="none").flatten(1).sum(1)
+            kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum(1)
+            loss = (recon + model.beta * kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    if family == "ddpm":
+        net, sched = model.net, model.schedule
+        opt = factory(net.parameters(), lr=model.lr, **opt_kwargs)
+        warmup = model.lr_warmup_steps
+        lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
+        sqrt_ab, sqrt_1mab = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
+        ema = [p.detach().clone() for p in net.parameters()]
+        k = [0]
+
+        def step(x: Tensor) -> None:
+            t = torch.randint(0, model.T, (x.shape[0],), device=x.device)
+            noise = torch.randn_like(x)
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            x_t = sqrt_ab[t].view(shape) * x + sqrt_1mab[t].view(shape) * noise  # eq. 4
+            loss = F.mse_loss(net(x_t, t), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), model.grad_clip)
+            opt.step()
+            lr_sched.step()
+            d = min(model.ema.decay, (1 + k[0]) / (model.ema.warmup_steps + k[0]))
+            ema_lerp_(ema, [p.detach() for p in net.parameters()], d)
+            k[0] += 1
+
+        return step
+
+    if family == "gan":
+        G, D = model.generator, model.discriminator
+        opt_g = factory(G.parameters(), lr=model.lr, **opt_kwargs)
+        opt_d = factory(D.parameters(), lr=model.lr_d, **opt_kwargs)
+        g_params = list(G.parameters())
+        ema = [p.detach().clone() for p in g_params]
+        ema_buffers = [b.detach().clone() for b in G.buffers()]
+        ema_decay = model.ema.decay if model.ema is not None else None
+        latent = model.latent_dim
+
+        def step(x: Tensor) -> None:
+            b = x.shape[0]
+            with torch.no_grad():
+                fake = G(torch.randn(b, latent, device=x.device)).view_as(x)
+            d_loss = F.softplus(-D(x)).mean() + F.softplus(D(fake)).mean()  # non-saturating GAN, D side
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            D.requires_grad_(False)
+            g_loss = F.softplus(-D(G(torch.randn(b, latent, device=x.device)).view_as(x))).mean()
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            D.requires_grad_(True)
+            if ema_decay is not None:
+                ema_lerp_(ema, [p.detach() for p in g_params], ema_decay)
+                torch._foreach_copy_(ema_buffers, list(G.buffers()))
+
+        return step
+
+    raise ValueError(f"unknown family {family!r}")
+
+
+class BareLoop:
+    """The hand-written loop over a seeded permutation of the same uint8 tensors; returns the timed images/s
+    (``{"wall": …, "cpu": …}``)."""
+
+    def __init__(self, step: Callable[[Tensor], None], x: Tensor, batch_size: int, device: torch.device,
+                 prepare: Callable[[Tensor], Tensor] | None = None):  # fmt: skip
+        self.step, self.x, self.batch_size, self.device = step, x, batch_size, device
+        self.prepare = prepare or (lambda xb: xb)
+        self.g = torch.Generator().manual_seed(0)
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def batch(self) -> Tensor:
+        if len(self.order) < self.batch_size:  # a new epoch (the last, partial batch is dropped, as genbench does)
+            self.order = torch.randperm(len(self.x), generator=self.g)
+        idx, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        xb = self.x[idx].to(self.device, non_blocking=True)
+        return self.prepare(to_unit(xb) if xb.dtype == torch.uint8 else xb)
+
+    def __call__(self, steps: int, warmup: int) -> dict[str, float]:
+        for _ in range(warmup):
+            self.step(self.batch())
+        cpu, start = time.process_time(), common.clock(self.device)
+        for _ in range(steps):
+            self.step(self.batch())
+        wall, cpu = common.clock(self.device) - start, time.process_time() - cpu
+        return {"wall": steps * self.batch_size / wall, "cpu": steps * self.batch_size / cpu}
+
+
+# --- measurements ---------------------------------------------------------------------------------
+def overhead(family: str, batch_size: int, steps: int, warmup: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """images/s of genbench (Trainer) and of the bare loop, interleaved; their ratio per repeat."""
+    model, dm, cfg = common.build(family, overrides(family, batch_size, device))
+    bare_model = copy.deepcopy(model)  # the same initial weights, trained separately
+    genbench = GenbenchLoop(model, dm, cfg, device)
+    bare = BareLoop(bare_step(family, bare_model, cfg, device), dm.x_train, batch_size, device)
+    runs = common.interleaved({"genbench": lambda: genbench(steps, warmup), "bare": lambda: bare(steps, warmup)},
+                              repeats=repeats, warmup=1)  # fmt: skip
+    clock = common.primary_clock(device)
+    by_clock = {k: common.per_clock(v) for k, v in runs.items()}
+    ratios = common.ratio_per_clock(runs["genbench"], runs["bare"])
+    return {
+        "batch_size": batch_size, "steps_timed": steps, "warmup_steps": warmup, "repeats": repeats,
+        "parameters": sum(p.numel() for p in model.parameters()), "clock": clock,
+        "genbench_images_per_s": by_clock["genbench"][clock], "bare_images_per_s": by_clock["bare"][clock],
+        "ratio": ratios[clock], "target": TARGET, "met": ratios[clock] >= TARGET,
+        "images_per_s_by_clock": by_clock, "ratio_by_clock": ratios,
+    }  # fmt: skip
+
+
+def optimizer_impls(family: str, device: torch.device, repeats: int, steps: int = 20) -> dict[str, Any]:
+    """Seconds per ``opt.step()`` on the family's trained parameters: Adam for-loop vs foreach vs fused."""
+    model, _, cfg = common.build(family, overrides(family, 8, device))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p) * 1e-3
+    factory = instantiate(cfg.model.optimizer)
+    variants = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    opts = {}
+    for name, kw in variants.items():
+        try:
+            opts[name] = factory([p.detach().clone().requires_grad_() for p in params], lr=1e-4, **kw)
+        except (RuntimeError, TypeError, ValueError) as e:
+            opts[name] = str(e)
+    for opt in (o for o in opts.values() if not isinstance(o, str)):
+        for p, q in zip(opt.param_groups[0]["params"], params, strict=True):
+            p.grad = q.grad.clone()
+
+    def case(opt: torch.optim.Optimizer) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            t, _ = common.timed(lambda: [opt.step() for _ in range(steps)], device)
+            return {"wall": t["wall"] / steps, "cpu": t["cpu"] / steps}
+
+        return run
+
+    runs = common.interleaved({n: case(o) for n, o in opts.items() if not isinstance(o, str)}, repeats=repeats)
+    clock = common.primary_clock(device)
+    out: dict[str, Any] = {"parameter_tensors": len(params), "parameters": sum(p.numel() for p in params),
+                           "optimizer": cfg.model.optimizer._target_, "clock": clock}  # fmt: skip
+    for name, o in opts.items():
+        out[f"{name}_s_per_step"] = common.skipped(o) if isinstance(o, str) else common.per_clock(runs[name])[clock]
+        if name in runs:
+            out[f"{name}_s_per_step_by_clock"] = common.per_clock(runs[name])
+    if "for_loop" in runs:
+        for name in ("foreach", "fused"):
+            if name in runs:
+                out[f"{name}_speedup"] = common.ratio_per_clock(runs["for_loop"], runs[name])[clock]
+    return out
+
+
+#: The network each family averages with models.ema.EMA (the VAE keeps no average).
+AVERAGED = {"ddpm": "net", "gan": "generator"}
+
+
+def ema_update(family: str, device: torch.device, repeats: int, calls: int = 50) -> dict[str, Any]:
+    """Seconds per ``EMA.update`` (genbench) against one ``torch._foreach_lerp_`` over the same tensors."""
+    if family not in AVERAGED:
+        return common.skipped(f"model={family} keeps no EMA")
+    model, _, _ = common.build(family, overrides(family, 8, device))
+    model = model.to(device)
+    net = getattr(model, AVERAGED[family])
+    ema, params = model.ema, [p.detach() for p in net.parameters()]
+    shadow = [p.clone() for p in params]
+
+    def per_call(fn: Callable[[], Any]) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            t, _ = common.timed(lambda: [fn() for _ in range(calls)], device)
+            return {"wall": t["wall"] / calls, "cpu": t["cpu"] / calls}
+
+        return run
+
+    runs = common.interleaved({"genbench": per_call(lambda: ema.update(net)),
+                               "bare": per_call(lambda: ema_lerp_(shadow, params, 0.999))}, repeats)  # fmt: skip
+    clock = common.primary_clock(device)
+    by_clock = {k: common.per_clock(v) for k, v in runs.items()}
+    return {"tensors": len(params), "clock": clock, "genbench_s": by_clock["genbench"][clock], "bare_s": by_clock["bare"][clock],
+            "genbench_over_bare": common.ratio_per_clock(runs["genbench"], runs["bare"])[clock],
+            "s_by_clock": by_clock}  # fmt: skip
+
+
+def gpu_options(family: str, batch_size: int, steps: int, warmup: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """bf16-mixed, channels_last, torch.compile and fused AdamW, each on/off (CUDA only)."""
+    if device.type != "cuda":
+        reason = "no CUDA device on this machine"
+        return {k: common.skipped(reason) for k in ("bf16_mixed", "channels_last", "torch_compile", "fused_adamw")}
+    out: dict[str, Any] = {}
+    base_model, dm, cfg = common.build(family, overrides(family, batch_size, device))
+
+    def genbench(model, **trainer_kwargs) -> Callable[[], float]:
+        loop = GenbenchLoop(model, dm, cfg, device, trainer_kwargs)
+        return lambda: loop(steps, warmup)["wall"]
+
+    # bf16-mixed: the Trainer's precision plugin (trainer=gpu's default)
+    times = common.interleaved({"off": genbench(copy.deepcopy(base_model)),
+                                "on": genbench(copy.deepcopy(base_model), precision="bf16-mixed")}, repeats)  # fmt: skip
+    out["bf16_mixed"] = _on_off(times)
+
+    # channels_last: weights and inputs in NHWC (bare loop, so the layout is the only change)
+    def bare(channels_last: bool, compiled: bool = False, fused: bool | None = None, run_cfg: Any = cfg) -> Callable[[], float]:
+        model = copy.deepcopy(base_model)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if compiled:
+            for name in ("net", "encoder", "decoder", "generator", "discriminator"):
+                if isinstance(getattr(model, name, None), nn.Module):
+                    setattr(model, name, torch.compile(getattr(model, name)))
+        step = bare_step(family, model, run_cfg, device, fused=fused)
+        prep = (lambda x: x.contiguous(memory_format=torch.channels_last)) if channels_last else None
+        loop = BareLoop(step, dm.x_train, batch_size, device, prep)
+        return lambda: loop(steps, warmup)["wall"]
+
+    out["channels_last"] = _on_off(common.interleaved({"off": bare(False), "on": bare(True)}, repeats))
+    try:
+        out["torch_compile"] = _on_off(common.interleaved({"off": bare(False), "on": bare(False, compiled=True)}, repeats, warmup=2))
+        out["torch_compile"]["note"] = "torch.compile on the networks in the bare loop (genbench has no model.compile option yet)"
+    except Exception as e:  # a missing compiler toolchain must not lose the rest of the record
+        out["torch_compile"] = common.skipped(f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}")
+    adamw = copy.deepcopy(cfg)  # DictConfig.copy() is shallow: the nested optimizer node would be shared
+    adamw.model.optimizer._target_ = "torch.optim.AdamW"
+    out["fused_adamw"] = _on_off(common.interleaved({"off": bare(False, fused=False, run_cfg=adamw),
+                                                     "on": bare(False, fused=True, run_cfg=adamw)}, repeats))  # fmt: skip
+    return out
+
+
+def _on_off(times: dict[str, list[float]]) -> dict[str, Any]:
+    return {"off_images_per_s": common.summary(times["off"]), "on_images_per_s": common.summary(times["on"]),
+            "speedup": common.ratio(times["on"], times["off"])}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.base_parser(__doc__)
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 (the configs'), quick: 32")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per repeat (default 30, DDPM 6: ~1 s per step on a CPU; quick 6, DDPM 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per repeat (default 3, quick 2)")
+    args = parser.parse_args(argv)
+    device = common.setup(args)
+    bs = args.batch_size or (32 if args.quick else 128)
+    steps = {f: args.steps or ((3 if f == "ddpm" else 6) if args.quick else (6 if f == "ddpm" else 30)) for f in args.families}
+    warmup = args.warmup or (2 if args.quick else 3)
+    repeats = args.repeats or (3 if args.quick else 5)
+    record = common.start_record("train_overhead", args, families=args.families, batch_size=bs, steps=steps,
+                                 warmup=warmup, repeats=repeats, data="mnist5k")  # fmt: skip
+    record.update(overhead={}, adam_implementations={}, ema_update={}, gpu_options={})
+    for family in args.families:
+        record["overhead"][family] = r = overhead(family, bs, steps[family], warmup, repeats, device)
+        print(f"{family}: genbench {r['genbench_images_per_s']['median']:.0f} img/s, bare {r['bare_images_per_s']['median']:.0f} "
+              f"img/s, ratio {r['ratio']:.3f} (target {TARGET})", flush=True)
+        record["adam_implementations"][family] = optimizer_impls(family, device, repeats)
+        record["ema_update"][family] = ema_update(family, device, repeats)
+        record["gpu_options"][family] = gpu_options(family, bs, steps[family], warmup, repeats, device)
+    ratios = [r["ratio"] for r in record["overhead"].values()]
+    record["summary"] = {"min_ratio": min(ratios), "all_met": all(r >= TARGET for r in ratios),
+                         "geomean_ratio": math.exp(sum(math.log(r) for r in ratios) / len(ratios))}  # fmt: skip
+    common.write_record(record, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The benchmark scripts run on tiny sizes and write well-formed records (no timing thresholds here:
+timings belong to `make bench`, whose records the README quotes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import (
+    RECORD_VERSION,
+    common,
+    eval_throughput,
+    flops,
+    render_readme,
+    sampling,
+    scaling,
+    train_overhead,
+)
+
+MACHINE_KEYS = {"cpu", "cpu_cores", "torch_threads", "torch", "gpu", "load_average_at_start", "load_average_at_end"}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory) -> Path:
+    """A directory the tests of this module write their records into (rendered together at the end)."""
+    return tmp_path_factory.mktemp("records")
+
+
+def _read(path: Path, name: str) -> dict:
+    rec = json.loads(path.read_text())
+    assert rec["benchmark"] == name and rec["mode"] in ("quick", "full") and rec["record_version"] == RECORD_VERSION
+    assert MACHINE_KEYS <= set(rec["machine"]), MACHINE_KEYS - set(rec["machine"])
+    assert rec["wall_s"] > 0 and "_start" not in rec
+    for when in ("start", "end"):
+        assert rec["machine"][f"load_average_at_{when}"]["1min"] >= 0
+    return rec
+
+
+def _clocks_ok(by_clock: dict) -> None:
+    """Both the wall clock and this process's CPU time were recorded."""
+    assert {"wall", "cpu"} <= set(by_clock)
+    for s in by_clock.values():
+        _summary_ok(s)
+
+
+def _summary_ok(s: dict) -> None:
+    assert s["n"] == len(s["raw"]) >= 1 and s["min"] <= s["median"] <= s["max"] and math.isfinite(s["median"])
+
+
+def test_interleaved_rotates_and_discards_the_warmup():
+    calls: list[str] = []
+
+    def case(name):
+        return lambda: calls.append(name) or float(len(calls))
+
+    out = common.interleaved({"a": case("a"), "b": case("b"), "c": case("c")}, repeats=3, warmup=1)
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert out == {"a": [4.0, 9.0, 11.0], "b": [5.0, 7.0, 12.0], "c": [6.0, 8.0, 10.0]}
+    assert common.ratio([2.0, 6.0, 3.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_timed_records_wall_and_cpu_time():
+    t, out = common.timed(lambda: sum(i * i for i in range(20_000)))
+    assert out == sum(i * i for i in range(20_000))
+    assert set(t) == {"wall", "cpu", "cpu_children"} and t["wall"] > 0 and t["cpu"] > 0 and t["cpu_children"] >= 0
+    s = common.per_clock([t, t])
+    assert s["wall"]["median"] == t["wall"] and s["cpu"]["n"] == 2
+    load = common.load_average()
+    assert set(load) == {"1min", "5min", "15min"} and load["1min"] >= 0
+
+
+def test_peak_rss_sees_a_held_allocation():
+    """The sampling thread records the resident memory while the block holds it. Only what the block
+    holds is asserted: whether freed memory leaves the process is up to the allocator and the OS."""
+    import time
+
+    import torch
+
+    with common.PeakRSS() as m:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        held = common.rss_mib()
+        deadline = time.monotonic() + 10  # the sampler runs every 2 ms; a loaded machine may delay it
+        while m.peak_mib < held - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = m.peak_mib
+        del x
+    assert seen >= held - 1 and m.peak_mib >= seen
+
+
+def _train_overhead_record(records: Path) -> Path:
+    out = records / "train_overhead_quick.json"
+    if not out.exists():
+        argv = ["--quick", "--families", "gan", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                "--out", str(out)]  # fmt: skip
+        assert train_overhead.main(argv) == 0
+    return out
+
+
+def test_train_overhead_record(one_thread, records):
+    rec = _read(_train_overhead_record(records), "train_overhead")
+    for fam in ("gan",):
+        o = rec["overhead"][fam]
+        _summary_ok(o["genbench_images_per_s"])
+        _summary_ok(o["bare_images_per_s"])
+        assert o["ratio"] > 0 and o["met"] == (o["ratio"] >= o["target"])
+        _clocks_ok(o["images_per_s_by_clock"]["genbench"])
+        assert o["ratio"] == o["ratio_by_clock"][o["clock"]]
+        assert rec["adam_implementations"][fam]["for_loop_s_per_step"]["median"] > 0
+        _clocks_ok(rec["adam_implementations"][fam]["for_loop_s_per_step_by_clock"])
+        assert set(rec["gpu_options"][fam]) == {"bf16_mixed", "channels_last", "torch_compile", "fused_adamw"}
+    _clocks_ok(rec["ema_update"]["gan"]["s_by_clock"]["genbench"])
+    assert rec["ema_update"]["gan"]["tensors"] > 0 and train_overhead.ema_update("vae", None, 1)["skipped"]
+    if not rec["machine"]["gpu"]:
+        assert all(v["skipped"] and "CUDA" in v["reason"] for v in rec["gpu_options"]["gan"].values())
+
+
+def test_flops_record(one_thread, records):
+    out = records / "flops_quick.json"
+    argv = ["--quick", "--networks", "gan", "vae", "--batch-size", "4", "--matmul-n", "128", "--conv-channels", "16",
+            "--out", str(out)]  # fmt: skip
+    assert flops.main(argv) == 0
+    rec = _read(out, "flops")
+    nets = rec["networks"]
+    cifar = flops.count_flops("ddpm_unet_cifar10")  # counted on the meta device: no compute
+    assert cifar["parameters"] == 35_746_307  # the paper's network
+    assert 30e9 < cifar["train_flops_per_image"] < 45e9  # forward + backward: ~3 x 12.4 GFLOP per 32x32 image
+    for n in nets.values():
+        assert n["train_flops_per_image"] > 0 and n["fraction_of_matmul_peak"] > 0
+        _clocks_ok(n["train_images_per_s_by_clock"])
+    assert rec["peak"]["matmul_used"] > 0 and rec["peak"]["best_kernel_used"] >= rec["peak"]["matmul_used"]
+
+
+def test_sampling_record(one_thread, records):
+    out = records / "sampling_quick.json"
+    argv = ["--quick", "--n", "2", "--ddpm-overrides", "model.T=60", "net.image.eps_net.ch=8", "net.image.eps_net.groups=4",
+            "--rings-train-steps", "5", "--rings-samples", "60", "--out", str(out)]  # fmt: skip
+    assert sampling.main(argv) == 0
+    rec = _read(out, "sampling")
+    speed = rec["speed"]
+    assert {k: speed[k]["nfe"] for k in ("gan", "vae", "ddpm-60", "ddim-10", "ddim-20", "ddim-50")} == {
+        "gan": 1, "vae": 1, "ddpm-60": 60, "ddim-10": 10, "ddim-20": 20, "ddim-50": 50}  # fmt: skip
+    _clocks_ok(speed["ddim-10"]["images_per_s_by_clock"])
+    points = rec["curves"]["rings"]["points"]
+    assert set(points) == {"ddpm-60", "ddim-10", "ddim-20", "ddim-50"}
+    assert all(math.isfinite(p["fid"]) for p in points.values())
+    assert rec["curves"]["mnist5k"]["skipped"]
+    assert (common.ROOT / rec["plot"] if not Path(rec["plot"]).is_absolute() else Path(rec["plot"])).is_file()
+    assert rec["targets"]["speedup_met"] in (True, False)
+
+
+@pytest.mark.slow
+def test_scaling_record(one_thread, records):
+    out = records / "scaling_quick.json"
+    argv = ["--quick", "--sizes", "100", "200", "--families", "vae", "--batch-sizes", "4", "8", "--repeats", "1",
+            "--threads", "1", "--memory-repeats", "1", "--out", str(out)]  # fmt: skip
+    assert scaling.main(argv) == 0
+    rec = _read(out, "scaling")
+    assert set(rec["eval_time"]["seconds"]) == {"100", "200"} and "r2" in rec["eval_time"]["fit"]
+    _clocks_ok(rec["eval_time"]["seconds"]["200"])
+    assert [r["n"] for r in rec["peak_memory"]["rows"]] == [100, 200]
+    assert set(rec["train_vs_batch_size"]["images_per_s"]["vae"]) == {"4", "8"}
+
+
+@pytest.mark.slow
+def test_eval_throughput_record(one_thread, records):
+    out = records / "eval_throughput_quick.json"
+    assert eval_throughput.main(["--quick", "--n", "20", "--batch-size", "20", "--repeats", "1", "--out", str(out)]) == 0
+    rec = _read(out, "eval_throughput")
+    c = rec["classifier"]
+    assert c["agreement_rel_diff"]["fid"] < 1e-3  # same extractor, same images: the same FID as torch-fidelity
+    _clocks_ok(c["seconds"]["genbench_cached"])
+    assert {"cpu_children", "cpu_total"} <= set(c["seconds"]["torch_fidelity"])
+    assert rec["inception"].get("skipped") or "seconds" in rec["inception"]
+
+
+def test_render_readme_between_markers(one_thread, records, tmp_path):
+    _train_overhead_record(records)  # the records the other tests of this module wrote, at least this one
+    table = render_readme.render(render_readme.load_records(records))
+    assert "| measurement | result | target |" in table and "train_overhead_quick.json" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Performance\n\n{render_readme.START}\nPREVIOUS-TABLE\n{render_readme.END}\n\n## Reliability\n")
+    assert render_readme.main(["--results", str(records), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "PREVIOUS-TABLE" not in text and text.endswith(f"{render_readme.END}\n\n## Reliability\n") and table in text
+    assert render_readme.render({}).startswith("No benchmark records")
