@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from genbench.compare import group_records, load_records
 from tests.conftest import run_cli
 
@@ -36,3 +38,21 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
         assert res["config"]["group"] == "lecture_mnist5k"
         assert list((f.parent / "wandb").glob("offline-run-*"))
     assert list(out.glob("wandb/offline-run-*")), "the report is logged to W&B as its own run"
+
+
+def test_two_seed_lecture_multirun_gives_mean_and_std_per_family(tmp_path):
+    out = tmp_path / "multi"
+    tiny = ["trainer.max_steps=3", "eval.num_samples=40", "eval.every_n_steps=0", "eval.kid_subset_size=16",
+            "eval.nll_samples=2", "trainer.enable_progress_bar=false", "logger=csv",
+            "++net.image.eps_net.ch=8", "++net.image.eps_net.groups=4"]
+    r = run_cli("genbench-train", "-m", "experiment=lecture", "model=gan,vae,ddpm", "seed=0,1", *tiny,
+                f"hydra.sweep.dir={out}", timeout=900, env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = run_cli("genbench-compare", str(out), "--csv", str(tmp_path / "t.csv"))
+    assert c.returncode == 0, c.stderr[-3000:]
+    rows = {line.split(",")[1]: line.split(",") for line in (tmp_path / "t.csv").read_text().splitlines()[1:]}
+    assert set(rows) == {"gan", "vae", "ddpm"} and all(row[2] == "2" for row in rows.values())  # two seeds each
+    for family, row in rows.items():  # fid_mean, fid_std right after data, family, seeds, failed
+        fids = [json.loads(f.read_text())["eval"]["fid"] for f in out.glob(f"*_{family}_seed*/results.json")]
+        assert float(row[4]) == pytest.approx(sum(fids) / 2) and float(row[5]) == pytest.approx(abs(fids[0] - fids[1]) / 2**0.5)
+    assert "±" in c.stdout
