@@ -12,16 +12,17 @@ from tests.conftest import run_cli
 REPORT_FILES = ["report.md", "table.md", "table.csv", "samples.png", "forward_diffusion.png", "reverse_chain.png",
                 "vae_reconstructions.png", "vae_interpolation.png", "gan_interpolation.png", "fid_vs_time.png",
                 "trilemma.png", "toy.png"]
+# A smaller UNet (the other families ignore the key), and one thread: on a busy 2-core machine two
+# OpenMP threads per op wait on each other's time slices (the tiny lecture once took 900 s so).
+SMALL_UNET = ["++net.image.eps_net.ch=8", "++net.image.eps_net.groups=4"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     out = tmp_path / "lecture"
     tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32", "eval.every_n_steps=2",
-            "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false",
-            # a smaller UNet (the other families ignore the key); one thread: on a busy 2-core
-            # machine two OpenMP threads per op wait on each other's time slices
-            "++net.image.eps_net.ch=8", "++net.image.eps_net.groups=4"]
-    r = run_cli("genbench-lecture", "--out", str(out), "--", *tiny, timeout=900, env={"OMP_NUM_THREADS": "1"})
+            "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false", *SMALL_UNET]
+    r = run_cli("genbench-lecture", "--out", str(out), "--", *tiny, timeout=900, env=ONE_THREAD)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     for name in REPORT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, f"missing {name}"
@@ -43,10 +44,9 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
 def test_two_seed_lecture_multirun_gives_mean_and_std_per_family(tmp_path):
     out = tmp_path / "multi"
     tiny = ["trainer.max_steps=3", "eval.num_samples=40", "eval.every_n_steps=0", "eval.kid_subset_size=16",
-            "eval.nll_samples=2", "trainer.enable_progress_bar=false", "logger=csv",
-            "++net.image.eps_net.ch=8", "++net.image.eps_net.groups=4"]
+            "eval.nll_samples=2", "trainer.enable_progress_bar=false", "logger=csv", *SMALL_UNET]
     r = run_cli("genbench-train", "-m", "experiment=lecture", "model=gan,vae,ddpm", "seed=0,1", *tiny,
-                f"hydra.sweep.dir={out}", timeout=900, env={"OMP_NUM_THREADS": "1"})
+                f"hydra.sweep.dir={out}", timeout=900, env=ONE_THREAD)
     assert r.returncode == 0, r.stderr[-3000:]
     c = run_cli("genbench-compare", str(out), "--csv", str(tmp_path / "t.csv"))
     assert c.returncode == 0, c.stderr[-3000:]
