@@ -115,15 +115,19 @@ def ema_lerp_(ema: list[Tensor], params: list[Tensor], decay: float) -> None:
 def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bool | None = None) -> Callable[[Tensor], None]:
     """One hand-written training step of ``family`` on the networks of ``model`` (a private copy).
 
-    The optimizer is ``cfg.model.optimizer`` (the same class and settings as genbench's);
-    ``fused`` passes ``fused=`` to it when not None.
+    The optimizer is ``cfg.model.optimizer`` built by genbench's ``make_optimizer`` (the same class,
+    settings and kernel choice as genbench's); ``fused`` passes ``fused=`` to it when not None.
     """
     opt_kwargs = {} if fused is None else {"fused": fused}
-    factory = instantiate(cfg.model.optimizer)
     model = model.to(device).train()
+    model.optimizer_factory = instantiate(cfg.model.optimizer)
+
+    def factory(params, lr: float) -> torch.optim.Optimizer:
+        return model.make_optimizer(list(params), lr=lr, **opt_kwargs)
+
     if family == "vae":
         params = list(model.parameters())
-        opt = factory(params, lr=model.lr, **opt_kwargs)
+        opt = factory(params, lr=model.lr)
 
         def step(x: Tensor) -> None:
             h = model.encoder(x)
@@ -141,7 +145,7 @@ def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bo
 
     if family == "ddpm":
         net, sched = model.net, model.schedule
-        opt = factory(net.parameters(), lr=model.lr, **opt_kwargs)
+        opt = factory(net.parameters(), lr=model.lr)
         warmup = model.lr_warmup_steps
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
         sqrt_ab, sqrt_1mab = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
@@ -167,8 +171,8 @@ def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bo
 
     if family == "gan":
         G, D = model.generator, model.discriminator
-        opt_g = factory(G.parameters(), lr=model.lr, **opt_kwargs)
-        opt_d = factory(D.parameters(), lr=model.lr_d, **opt_kwargs)
+        opt_g = factory(G.parameters(), lr=model.lr)
+        opt_d = factory(D.parameters(), lr=model.lr_d)
         g_params = list(G.parameters())
         ema = [p.detach().clone() for p in g_params]
         ema_buffers = [b.detach().clone() for b in G.buffers()]

@@ -37,7 +37,7 @@ class TensorPairs(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.x[i], self.y[i]
 
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, indices: Tensor | list[int]) -> tuple[Tensor, Tensor]:
         idx = torch.as_tensor(indices)
         return self.x[idx], self.y[idx]
 
@@ -69,35 +69,41 @@ class EpochBatches:
         self.offset = 0  # batches of that epoch to skip (resume)
 
     def _order(self, epoch: int) -> Tensor:
+        # int32 indices (the same permutation as int64 for a given seed): the epoch's only copy is
+        # 4 bytes per example, a quarter of a 2-D point with its label.
         if not self.shuffle:
-            return torch.arange(self.n)
+            return torch.arange(self.n, dtype=torch.int32)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(self.n, generator=g)
+        return torch.randperm(self.n, generator=g, dtype=torch.int32)
 
-    def batches(self, epoch: int) -> list[Tensor]:
-        batches = list(self._order(epoch).split(self.batch_size))
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
+    def _batch_numbers(self) -> range:
+        """This rank's batches of an epoch, numbered in the epoch's permutation."""
+        full, rest = divmod(self.n, self.batch_size)
+        count = full if self.drop_last or not rest else full + 1
         rank, world = _rank_and_world()
-        if world == 1:
-            return batches
-        if self.drop_last:
+        if world > 1 and self.drop_last:
             # Every rank must take the same number of training steps, or the ranks' collectives
             # (gradient all-reduce, buffer broadcast) pair up across different steps and hang or
             # fail: the last < world_size batches of the epoch's permutation are left out.
-            batches = batches[: len(batches) // world * world]
-        return batches[rank::world]
+            count = count // world * world
+        return range(rank, count, world)
+
+    def batches(self, epoch: int) -> list[Tensor]:
+        """This rank's batches of epoch ``epoch`` (int32 index tensors, views of one permutation)."""
+        order = self._order(epoch)
+        return [order[j * self.batch_size : (j + 1) * self.batch_size] for j in self._batch_numbers()]
 
     def __len__(self) -> int:
-        return len(self.batches(0))
+        return len(self._batch_numbers())
 
     def __iter__(self):
         epoch, offset = self.epoch, self.offset
         self.offset = 0
         if self.shuffle:
             self.epoch += 1
-        for b in self.batches(epoch)[offset:]:
-            yield b.tolist()
+        order = self._order(epoch)
+        for j in self._batch_numbers()[offset:]:
+            yield order[j * self.batch_size : (j + 1) * self.batch_size]
 
     def resume(self, batches_done: int) -> None:
         """Continue the stream after ``batches_done`` batches (counted over all epochs, on this rank)."""

@@ -6,13 +6,16 @@ defined here, so GAN, VAE and DDPM are judged by exactly the same code.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
+from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
 from torch import Tensor
 
@@ -118,10 +121,60 @@ class GenerativeModule(L.LightningModule):
         return x.clamp(*self.data_range)
 
     def make_optimizer(self, params, lr: float | None = None, **overrides: Any) -> torch.optim.Optimizer:
-        lr = self.lr if lr is None else lr
-        if self.optimizer_factory is None:
-            return torch.optim.Adam(params, lr=lr, **overrides)
-        return self.optimizer_factory(params, lr=lr, **overrides)
+        """The configured optimizer (Adam by default) over ``params``.
+
+        ``fused: null`` in the config (the default) picks the fused kernel where it is allowed
+        (:meth:`fused_allowed`): one kernel for all parameters instead of one per tensor and per
+        operation. Measured on 2 CPU cores, batch 128: Adam's step 2.5-4.2x faster, training
+        images/s +4 % (VAE), +2 % (GAN), +1 % (DDPM). ``fused: false`` or any ``foreach`` setting
+        keeps PyTorch's own choice; optimizers without a fused kernel (RMSprop, ...) ignore ``null``.
+        """
+        factory = self.optimizer_factory or functools.partial(torch.optim.Adam)
+        cls = getattr(factory, "func", factory)
+        kwargs = {**(getattr(factory, "keywords", None) or {}), **overrides, "lr": self.lr if lr is None else lr}
+        if kwargs.get("fused") is None:  # null or absent: fused where allowed
+            kwargs.pop("fused", None)
+            if kwargs.get("foreach") is None and self.fused_allowed(cls):
+                kwargs["fused"] = True
+        return cls(params, *getattr(factory, "args", ()), **kwargs)
+
+    def fused_allowed(self, optimizer_class: Any) -> bool:
+        """Whether ``optimizer_class`` can run its fused kernel in this run.
+
+        It must take ``fused=`` (Adam, AdamW, SGD, Adagrad), the weights must be on the CPU or a
+        CUDA GPU, and the run must not use Lightning's mixed precision, whose gradient clipping
+        refuses fused optimizers (they unscale gradients inside ``step``).
+        """
+        try:
+            takes_fused = "fused" in inspect.signature(optimizer_class).parameters
+        except (TypeError, ValueError):
+            return False
+        trainer = self._trainer
+        mixed = trainer is not None and isinstance(trainer.precision_plugin, MixedPrecision)
+        return takes_fused and self.device.type in ("cpu", "cuda") and not mixed
+
+    def log_train(self, metrics: dict[str, Tensor], prog_bar: Collection[str] = ()) -> None:
+        """Log per-step training metrics (``train/...``) on the steps Lightning writes to the loggers.
+
+        Lightning sends on-step values to the loggers only every ``trainer.log_every_n_steps``
+        steps, but each ``self.log`` call costs about 0.5-0.7 ms of Python on every step (measured:
+        the VAE's three calls were 2.1 ms of its 35 ms step on 2 CPU cores, 6 %). So the values are
+        logged on exactly the steps that reach the loggers, and on the last batch of each epoch and
+        of training (so ``results.json`` holds the final values); the progress bar shows the latest
+        logged values.
+        """
+        if not self._logs_this_step():
+            return
+        for name, value in metrics.items():
+            self.log(name, value.detach(), prog_bar=name in prog_bar)
+
+    def _logs_this_step(self) -> bool:
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        if trainer is None or connector is None:
+            return True
+        last = trainer.is_last_batch or (trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps)
+        return last or connector.should_update_logs
 
     def batch_images(self, batch: Any) -> Tensor:
         """Data modules yield ``(x, y)``; models only need ``x``."""
@@ -213,4 +266,24 @@ class GenerativeModule(L.LightningModule):
         lr = cfg.get("lr", 1e-3)
         if not isinstance(lr, (int, float)) or not lr > 0:
             errors.append(f"model.lr={lr!r}: must be a number > 0")
+        errors += optimizer_errors(cfg.get("optimizer"))
         return errors
+
+
+def optimizer_errors(node: Any) -> list[str]:
+    """Problems in ``model.optimizer``: an importable optimizer class that takes every key given."""
+    if node is None:
+        return []
+    from hydra.utils import get_class
+
+    target = node.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as e:  # noqa: BLE001 - any import failure is a config problem here
+        return [f"model.optimizer._target_={target!r}: cannot be imported ({e})"]
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        return [f"model.optimizer._target_={target!r}: must be a torch.optim.Optimizer class"]
+    takes = set(inspect.signature(cls).parameters) - {"params", "lr"}
+    given = [k for k in node if not str(k).startswith("_") and not (k == "fused" and node[k] is None)]  # null = auto
+    return [f"model.optimizer.{k}={node[k]!r}: {target} takes no {k!r} argument; it takes {sorted(takes)}"
+            for k in given if k not in takes]

@@ -142,7 +142,7 @@ class DDPM(GenerativeModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.simple_loss(self.batch_images(batch))
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train({"train/loss": loss}, prog_bar={"train/loss"})
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -189,9 +189,7 @@ class GAN(GenerativeModule):
         terms = self.discriminator_step(real, opt_d)
         if self.global_step % self.n_critic == 0:  # global_step now counts this update too
             terms.update(self.generator_step(real.shape[0], opt_g))
-        prog = {"d_loss", "g_loss"}
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), prog_bar=name in prog)
+        self.log_train({f"train/{name}": value for name, value in terms.items()}, prog_bar={"train/d_loss", "train/g_loss"})
 
     def divergence_context(self) -> str:
         return f" (model.loss={self.loss_name})"

@@ -88,7 +88,7 @@ class VAE(GenerativeModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x = self.batch_images(batch)
         terms = {k: v.mean() for k, v in self.negative_elbo(x).items()}
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True)
+        self.log_train({f"train/{k}": v for k, v in terms.items()}, prog_bar={"train/loss", "train/recon", "train/kl"})
         return terms["loss"]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -257,6 +257,12 @@ BAD_VALUES = [
     ("", "eval.classifier.epochs=0", "eval.classifier.epochs=0: must be an integer >= 1"),
     ("", "monitor=''", "monitor='': must be the name of a logged metric, e.g. 'train/loss' or 'val/fid'"),
     ("", "seed=-1", "seed=-1: must be an integer >= 0"),
+    # the optimizer
+    ("model=vae", "+model.optimizer.momentun=0.9",
+     "model.optimizer.momentun=0.9: torch.optim.Adam takes no 'momentun' argument; it takes ['amsgrad', 'betas', "
+     "'capturable', 'decoupled_weight_decay', 'differentiable', 'eps', 'foreach', 'fused', 'maximize', 'weight_decay']"),
+    ("model=gan", "model.optimizer._target_=torch.nn.Linear",
+     "model.optimizer._target_='torch.nn.Linear': must be a torch.optim.Optimizer class"),
 ]
 
 

@@ -1,0 +1,85 @@
+"""The speed choices of the training loop (issue 7), each checked for what it must not change."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from benchmarks import common
+from datamodules.base import EpochBatches
+from genbench.train import train
+
+
+# --- the fused optimizer ----------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["vae", "gan", "ddpm"])
+def test_default_optimizer_is_fused_adam_on_the_cpu(family):
+    model, _, _ = common.build(family, ["data=mnist5k"])  # (rings' DDPM decays its LR over the Trainer's steps)
+    opts = model.configure_optimizers()
+    opts = opts if isinstance(opts, (list, tuple)) else [opts]
+    opts = [o["optimizer"] if isinstance(o, dict) else o for o in opts]
+    assert [(type(o).__name__, o.defaults["fused"]) for o in opts] == [("Adam", True)] * len(opts)
+
+
+@pytest.mark.parametrize("override,fused,foreach", [
+    ("model.optimizer.fused=false", False, None),   # an explicit choice is kept
+    ("+model.optimizer.foreach=true", None, True),  # so is asking for the foreach kernels
+])  # fmt: skip
+def test_explicit_kernel_choices_are_kept(override, fused, foreach):
+    model, _, _ = common.build("vae", ["data=rings", override])
+    opt = model.configure_optimizers()
+    assert (opt.defaults["fused"], opt.defaults["foreach"]) == (fused, foreach)
+
+
+def test_optimizers_without_a_fused_kernel_ignore_the_default():
+    model, _, _ = common.build("vae", ["data=rings", "model.optimizer._target_=torch.optim.RMSprop"])
+    opt = model.configure_optimizers()
+    assert type(opt).__name__ == "RMSprop" and "fused" not in opt.defaults
+
+
+def test_not_fused_under_mixed_precision():
+    """Lightning's mixed-precision gradient clipping refuses fused optimizers (they unscale inside step)."""
+    model, _, _ = common.build("ddpm", ["data=mnist5k"])
+    model._trainer = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))
+    try:
+        assert model.configure_optimizers()["optimizer"].defaults.get("fused") is None
+    finally:
+        model._trainer = None
+
+
+# --- per-step logging --------------------------------------------------------------------------------
+def test_train_metrics_reach_the_logger_on_the_same_steps_and_end_with_the_last_step(tiny_config, tmp_path, monkeypatch):
+    """``log_train`` logs only the steps Lightning writes (every log_every_n_steps) and the last one."""
+    from models.vae import VAE
+
+    calls = []
+    original = VAE.log
+
+    def spy(self, name, *args, **kwargs):
+        if name == "train/loss":
+            calls.append(self.trainer.fit_loop.epoch_loop._batches_that_stepped + 1)
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(VAE, "log", spy)
+    # rings: 50,000 points in batches of 256 is 195 batches an epoch, so no epoch ends in these 12 steps
+    results = train(tiny_config("model=vae", "data=rings", "logger=csv", "trainer.max_steps=12",
+                                "trainer.log_every_n_steps=5", "+trainer.limit_val_batches=0"))  # fmt: skip
+    assert calls == [5, 10, 12]
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    logged = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert logged == [4, 9]  # Lightning's own rule (0-indexed steps 4 and 9), unchanged
+    assert torch.isfinite(torch.tensor(results["metrics"]["train/loss"]))  # the last step's value, in results.json
+
+
+# --- the epoch order ------------------------------------------------------------------------------------
+def test_epoch_order_is_one_int32_permutation_equal_to_the_int64_one():
+    """4 bytes per example, and the same order as before (runs stay reproducible across versions)."""
+    batches = EpochBatches(1000, 64, shuffle=True, drop_last=True, seed=3)
+    got = list(batches)
+    assert [b.dtype for b in got] == [torch.int32] * 15 and len(batches) == 15
+    expected = torch.randperm(1000, generator=torch.Generator().manual_seed(3 * 1_000_003 + 0))[: 15 * 64]
+    assert torch.equal(torch.cat(got).long(), expected)
+    assert got[0].untyped_storage().nbytes() == 1000 * 4  # views of one permutation, no per-batch copies
