@@ -136,16 +136,19 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                      f"{_clock(sp.get('clock'))})",
                      _x(t["ddim50_speedup"], 1) + (f"; wall clock {_x(wall, 1)}" if sp.get("clock") == "cpu" and wall else ""),
                      f"≥ {t['speedup_target']:.0f}×", _met(t["speedup_met"])))  # fmt: skip
-        for data, ratio in t["ddim50_fid_ratio"].items():
+        for data, by_eta in t["ddim50_fid_ratio"].items():
             c = rec["curves"][data]
             p = c["points"]
             ddpm = next(k for k in p if k.startswith("ddpm"))
-            extra = ""
-            if p[ddpm].get("high_quality_share") is not None:
-                extra = f"; within 3σ of a mode {p['ddim-50']['high_quality_share']:.1%} vs {p[ddpm]['high_quality_share']:.1%}"
-            rows.append((f"DDIM-50 vs {ddpm.upper()} FID, {data} ({c['model']['description']}, n = {c['num_samples']})",
-                         f"{p['ddim-50']['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}{extra}",
-                         f"≤ {t['fid_ratio_target']:.2f}×", _met(t["fid_met"][data])))  # fmt: skip
+            for eta, ratio in by_eta.items():
+                name = "ddim-50" if eta == "eta=0" else f"ddim-50-eta{eta.split('=')[1]}"
+                extra = ""
+                if p[ddpm].get("high_quality_share") is not None:
+                    extra = f"; within 3σ of a mode {p[name]['high_quality_share']:.1%} vs {p[ddpm]['high_quality_share']:.1%}"
+                rows.append((f"DDIM-50 (η = {eta.split('=')[1]}) vs {ddpm.upper()} FID, {data} ({c['model']['description']}, "
+                             f"n = {c['num_samples']})",
+                             f"{p[name]['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}{extra}",
+                             f"≤ {t['fid_ratio_target']:.2f}×", _met(t["fid_met"][data][eta])))  # fmt: skip
     if "scaling" in r:
         rec = r["scaling"]
         e, m = rec["eval_time"], rec["peak_memory"]

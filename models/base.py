@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
-from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from genbench import __version__
@@ -57,16 +57,34 @@ class GenerativeModule(L.LightningModule):
     #: What to try when training diverges (ends the divergence message; families refine it).
     divergence_hint: ClassVar[str] = "Try a lower model.lr or trainer.gradient_clip_val=1.0"
 
-    def __init__(self, data_shape: Sequence[int], lr: float = 1e-3, optimizer: Any = None):
+    #: The trained networks (attribute names) that ``compile`` compiles.
+    compiled_networks: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, data_shape: Sequence[int], lr: float = 1e-3, optimizer: Any = None,
+                 compile: bool | dict[str, Any] = False):  # fmt: skip
         super().__init__()
         self.data_shape = tuple(int(s) for s in data_shape)
         self.lr = float(lr)
         self.optimizer_factory = optimizer
+        #: ``model.compile``: false, true, or ``torch.compile`` options (e.g. ``{mode: max-autotune}``).
+        self.compile_options: dict[str, Any] | None = (
+            dict(compile) if isinstance(compile, Mapping) else ({} if compile else None)
+        )
         #: Resolved run configuration, stored in every checkpoint so the model can be
         #: rebuilt by ``genbench-evaluate`` without the original command line.
         self.run_config: dict | None = None
         if len(self.data_shape) == 1:
             self.data_range = None
+
+    def setup(self, stage: str) -> None:
+        """``model.compile``: compile the trained networks in place before training starts.
+
+        ``nn.Module.compile`` keeps the modules and their ``state_dict`` keys, so checkpoints of a
+        compiled run load into an uncompiled model and back. Sampling copies (EMA) stay eager.
+        """
+        if self.compile_options is not None and stage == "fit":
+            for name in self.compiled_networks:
+                getattr(self, name).compile(**self.compile_options)
 
     # --- the contract -------------------------------------------------------------
     @torch.no_grad()
@@ -267,6 +285,13 @@ class GenerativeModule(L.LightningModule):
         if not isinstance(lr, (int, float)) or not lr > 0:
             errors.append(f"model.lr={lr!r}: must be a number > 0")
         errors += optimizer_errors(cfg.get("optimizer"))
+        comp = cfg.get("compile", False)
+        if not isinstance(comp, (bool, Mapping)):
+            errors.append(f"model.compile={comp!r}: must be true, false or a mapping of torch.compile options "
+                          f"(e.g. {{mode: max-autotune}})")
+        elif isinstance(comp, Mapping):
+            takes = set(inspect.signature(torch.compile).parameters) - {"model"}
+            errors += [f"model.compile.{k}: not a torch.compile option; allowed: {sorted(takes)}" for k in comp if k not in takes]
         return errors
 
 

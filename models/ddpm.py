@@ -65,6 +65,7 @@ class DDPM(GenerativeModule):
     """
 
     family = "ddpm"
+    compiled_networks = ("net",)
     divergence_hint = "Try a lower model.lr, a longer model.lr_warmup_steps or model.grad_clip=1.0"
 
     def __init__(
@@ -91,8 +92,9 @@ class DDPM(GenerativeModule):
         lr_decay: str = "none",
         grad_clip: float | None = 1.0,
         optimizer: Any = None,
+        compile: bool | dict[str, Any] = False,
     ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
+        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
         args = {
             k: v
             for k, v in locals().items()

@@ -68,6 +68,7 @@ class GAN(GenerativeModule):
     """
 
     family = "gan"
+    compiled_networks = ("generator", "discriminator")
     ddp_find_unused_parameters = True  # D's backward leaves G's parameters unused, and G's D's
     divergence_hint = "Try a lower model.lr / model.lr_d, model.spectral_norm=true or model.r1_gamma > 0"
 
@@ -88,10 +89,11 @@ class GAN(GenerativeModule):
         lr: float = 2e-4,
         lr_d: float | None = None,
         optimizer: Any = None,
+        compile: bool | dict[str, Any] = False,
         n_fixed_samples: int = 64,
         fixed_grid_every_n_steps: int = 500,
     ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
+        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
         self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"])
         self.automatic_optimization = False  # two optimizers, stepped by hand (Lightning 2.x)
         self.generator = generator

@@ -35,6 +35,7 @@ class VAE(GenerativeModule):
     """
 
     family = "vae"
+    compiled_networks = ("encoder", "decoder")
 
     def __init__(
         self,
@@ -49,8 +50,9 @@ class VAE(GenerativeModule):
         iw_samples: int = 64,
         lr: float = 1e-3,
         optimizer: Any = None,
+        compile: bool | dict[str, Any] = False,
     ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer)
+        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
         self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim, self.beta, self.iw_samples = int(latent_dim), float(beta), int(iw_samples)

@@ -144,7 +144,10 @@ def test_sampling_record(one_thread, records):
         "gan": 1, "vae": 1, "ddpm-60": 60, "ddim-10": 10, "ddim-20": 20, "ddim-50": 50}  # fmt: skip
     _clocks_ok(speed["ddim-10"]["images_per_s_by_clock"])
     points = rec["curves"]["rings"]["points"]
-    assert set(points) == {"ddpm-60", "ddim-10", "ddim-20", "ddim-50"}
+    assert set(points) == {"ddpm-60", "ddim-10", "ddim-20", "ddim-50", "ddim-10-eta1", "ddim-20-eta1", "ddim-50-eta1"}
+    assert set(rec["targets"]["fid_met"]["rings"]) == {"eta=0", "eta=1"}
+    ratio = rec["curves"]["rings"]["ddim50_fid_vs_ddpm1000"]["eta=1"]
+    assert ratio == pytest.approx(points["ddim-50-eta1"]["fid"] / points["ddpm-60"]["fid"])
     assert all(math.isfinite(p["fid"]) for p in points.values())
     assert rec["curves"]["mnist5k"]["skipped"]
     assert (common.ROOT / rec["plot"] if not Path(rec["plot"]).is_absolute() else Path(rec["plot"])).is_file()

@@ -83,3 +83,33 @@ def test_epoch_order_is_one_int32_permutation_equal_to_the_int64_one():
     expected = torch.randperm(1000, generator=torch.Generator().manual_seed(3 * 1_000_003 + 0))[: 15 * 64]
     assert torch.equal(torch.cat(got).long(), expected)
     assert got[0].untyped_storage().nbytes() == 1000 * 4  # views of one permutation, no per-batch copies
+
+
+# --- model.compile ---------------------------------------------------------------------------------------
+def test_model_compile_compiles_the_networks_and_keeps_checkpoints_loadable(tiny_config, tmp_path):
+    """``model.compile=true``: torch.compile (inductor) of the VAE's encoder and decoder; the checkpoint
+    has the same keys as an uncompiled model's and loads into one."""
+    import torch._dynamo
+
+    from genbench.checkpoint import load_model
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    results = train(tiny_config("model=vae", "data=rings", "model.compile=true", "trainer.max_steps=3"))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2  # the encoder's and the decoder's forward
+    model = load_model(results["checkpoint"])
+    eager, _, _ = common.build("vae", ["data=rings"])
+    assert set(model.state_dict()) == set(eager.state_dict())
+    assert model.compile_options == {}  # restored from the checkpoint's hyperparameters (a fit compiles it again)
+    x = model.sample(8, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (8, 2) and torch.isfinite(x).all()
+
+
+def test_model_compile_takes_torch_compile_options(tiny_config):
+    torch._dynamo.reset()
+    model, _, _ = common.build("gan", ["data=rings", "model.compile={backend: eager, dynamic: false}"])
+    assert model.compile_options == {"backend": "eager", "dynamic": False}
+    model.setup("fit")
+    assert model.generator._compiled_call_impl is not None and model.discriminator._compiled_call_impl is not None
+    out = model.generator(torch.randn(4, model.latent_dim))
+    assert out.shape[0] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -214,6 +215,7 @@ def test_an_optuna_sweep_goes_on_after_a_diverged_trial(tmp_path):
     assert "model.lr: 0.001" in best and "best_value: .inf" not in best
 
 # --- validation before work -----------------------------------------------------------------------
+COMPILE_OPTIONS = sorted(set(inspect.signature(torch.compile).parameters) - {"model"})  # this torch's
 BAD_VALUES = [
     # families
     ("model=ddpm", "model.T=0", "model.T=0: must be an integer >= 1"),
@@ -261,6 +263,10 @@ BAD_VALUES = [
     ("model=vae", "+model.optimizer.momentun=0.9",
      "model.optimizer.momentun=0.9: torch.optim.Adam takes no 'momentun' argument; it takes ['amsgrad', 'betas', "
      "'capturable', 'decoupled_weight_decay', 'differentiable', 'eps', 'foreach', 'fused', 'maximize', 'weight_decay']"),
+    ("model=ddpm", "model.compile=3",
+     "model.compile=3: must be true, false or a mapping of torch.compile options (e.g. {mode: max-autotune})"),
+    ("model=vae", "model.compile={mod: max-autotune}",
+     f"model.compile.mod: not a torch.compile option; allowed: {COMPILE_OPTIONS}"),
     ("model=gan", "model.optimizer._target_=torch.nn.Linear",
      "model.optimizer._target_='torch.nn.Linear': must be a torch.optim.Optimizer class"),
 ]
