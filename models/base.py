@@ -73,6 +73,8 @@ class GenerativeModule(L.LightningModule):
         #: Resolved run configuration, stored in every checkpoint so the model can be
         #: rebuilt by ``genbench-evaluate`` without the original command line.
         self.run_config: dict | None = None
+        #: Deferred finiteness checks (:meth:`check_finite`): loss name -> first non-finite step (-1: none).
+        self._first_nonfinite: dict[str, Tensor] = {}
         if len(self.data_shape) == 1:
             self.data_range = None
 
@@ -208,6 +210,12 @@ class GenerativeModule(L.LightningModule):
         if self.automatic_optimization:
             self.check_finite("train/loss", loss)
 
+    #: When the finiteness checks run: ``None`` picks per device. On the CPU every loss is checked
+    #: at once (reading it costs nothing); on a GPU reading it would stall the queue of kernels once
+    #: per step, so the first non-finite step is recorded on the device and read on the steps whose
+    #: metrics go to the loggers (which read values anyway) and before every checkpoint.
+    defer_finite_checks: bool | None = None
+
     def check_finite(self, name: str, value: Tensor, step: int | None = None) -> None:
         """Raise :class:`TrainingDivergedError` when ``value`` (the loss ``name``) is not finite.
 
@@ -219,20 +227,48 @@ class GenerativeModule(L.LightningModule):
         Under DDP every rank stops together (one rank's non-finite loss would otherwise leave
         the others waiting in the gradient all-reduce).
         """
-        here = bool(torch.isfinite(value.detach()).all())
-        trainer = self._trainer
-        finite = here
-        if trainer is not None and trainer.world_size > 1:
-            finite = trainer.strategy.reduce_boolean_decision(here, all=True)
-        if finite:
-            return
         step = self.global_step + 1 if step is None else step
+        defer = self.defer_finite_checks if self.defer_finite_checks is not None else value.device.type != "cpu"
+        if defer and self._trainer is not None:
+            # first[name]: the first step with a non-finite value, -1 while none; no host sync here.
+            first = self._first_nonfinite.get(name)
+            if first is None:
+                first = torch.full((), -1, dtype=torch.long, device=value.device)
+            bad = ~torch.isfinite(value.detach()).all()
+            self._first_nonfinite[name] = torch.where(bad & (first < 0), step, first)
+            return
+        here = bool(torch.isfinite(value.detach()).all())
+        if self._all_ranks_agree(here):
+            return
         shown = f"{value.item()}" if value.numel() == 1 else "non-finite"
         shown += "" if not here else " here but non-finite on another rank"
         raise TrainingDivergedError(
             f"{self.family} training diverged: {name}={shown} at step {step}{self.divergence_context()}; "
             f"stopped before this update, {self._kept_checkpoint()}. {self.divergence_hint}"
         )
+
+    def _all_ranks_agree(self, ok: bool) -> bool:
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.strategy.reduce_boolean_decision(ok, all=True)
+        return ok
+
+    def flush_finite_checks(self) -> None:
+        """Read the deferred checks (one host sync) and raise if a loss was non-finite since the last read."""
+        for name, first in list(self._first_nonfinite.items()):
+            step = int(first)
+            if self._all_ranks_agree(step < 0):
+                continue
+            shown = f"non-finite at step {step}" if step >= 0 else "non-finite on another rank"
+            raise TrainingDivergedError(
+                f"{self.family} training diverged: {name}={shown}{self.divergence_context()}; found at step "
+                f"{self.global_step} (on this device the check is read every trainer.log_every_n_steps steps), the "
+                f"weights since then were not checkpointed, {self._kept_checkpoint()}. {self.divergence_hint}"
+            )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._first_nonfinite and self._logs_this_step():
+            self.flush_finite_checks()
 
     def divergence_context(self) -> str:
         """Extra settings named in the divergence message, e.g. `` (model.loss=hinge)``."""
@@ -247,6 +283,7 @@ class GenerativeModule(L.LightningModule):
 
     # --- checkpoints ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flush_finite_checks()
         # Never overwrite a good checkpoint with diverged weights (EMA copies included).
         weights = checkpoint.get("state_dict", {})
         bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]

@@ -152,6 +152,28 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, 
     assert failed["family"] == family and failed["steps"] == 4 and failed["checkpoint"] == str(last)
 
 
+def test_deferred_check_names_the_first_bad_step_and_never_checkpoints_after_it(tiny_config, tmp_path, monkeypatch,
+                                                                               one_thread):
+    """On a GPU the loss is not read every step (a host sync): the first non-finite step is kept on the
+    device and read every log_every_n_steps steps and before any checkpoint. Forced here on the CPU."""
+    from genbench.errors import TrainingDivergedError
+    from models.base import GenerativeModule
+    from models.vae import VAE
+
+    monkeypatch.setattr(GenerativeModule, "defer_finite_checks", True)
+    last, good = tmp_path / "checkpoints" / "last.ckpt", {}
+    monkeypatch.setattr(VAE, "negative_elbo", _nan_loss_from_step(VAE, "negative_elbo", 5, last, good))
+    cfg = tiny_config("model=vae", "data=rings", "trainer.max_steps=12", "trainer.log_every_n_steps=3",
+                      "callbacks.model_checkpoint.every_n_train_steps=4")
+    with pytest.raises(TrainingDivergedError) as info:
+        train(cfg)
+    msg = str(info.value)
+    assert msg.startswith("vae training diverged: train/loss=non-finite at step 5; found at step 6 (on this device the "
+                          "check is read every trainer.log_every_n_steps steps), the weights since then were not "
+                          f"checkpointed, the last good checkpoint is {last}.")
+    assert last.read_bytes() == good["bytes"] and read_checkpoint_step(last) == 4
+
+
 def read_checkpoint_step(path: Path) -> int:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
