@@ -146,6 +146,8 @@ def test_sampling_record(one_thread, records):
     points = rec["curves"]["rings"]["points"]
     assert set(points) == {"ddpm-60", "ddim-10", "ddim-20", "ddim-50", "ddim-10-eta1", "ddim-20-eta1", "ddim-50-eta1"}
     assert set(rec["targets"]["fid_met"]["rings"]) == {"eta=0", "eta=1"}
+    floor = rec["curves"]["rings"]["real_floor_fid"]
+    assert math.isfinite(floor) and rec["curves"]["rings"]["ddim50_at_floor"]["eta=1"] == (points["ddim-50-eta1"]["fid"] <= floor)
     ratio = rec["curves"]["rings"]["ddim50_fid_vs_ddpm1000"]["eta=1"]
     assert ratio == pytest.approx(points["ddim-50-eta1"]["fid"] / points["ddpm-60"]["fid"])
     assert all(math.isfinite(p["fid"]) for p in points.values())
