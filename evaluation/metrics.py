@@ -187,23 +187,40 @@ def unbiased_mmd2(x: Tensor, y: Tensor) -> Tensor:
 
 # --- precision / recall / density / coverage -----------------------------------------------------
 def knn_radii(x: Tensor, k: int, chunk: int = 2048) -> Tensor:
-    """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded)."""
+    """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded).
+
+    Distances are taken in ``chunk`` × ``chunk`` tiles, keeping the k + 1 smallest per row: the
+    working memory is fixed (16 MiB at 2048) whatever the number of points.
+    """
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
     radii = []
     for i in range(0, len(x), chunk):
-        d = torch.cdist(x[i : i + chunk], x)
-        radii.append(d.topk(k + 1, dim=1, largest=False).values[:, k])  # column 0 is the point itself
+        best: Tensor | None = None  # the k + 1 smallest distances of these rows so far
+        for j in range(0, len(x), chunk):
+            d = torch.cdist(x[i : i + chunk], x[j : j + chunk])
+            d = d if best is None else torch.cat([best, d], dim=1)
+            best = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
+        radii.append(best[:, k])  # column 0 is the point itself
     return torch.cat(radii)
 
 
 def _ball_counts(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = 2048) -> tuple[Tensor, Tensor]:
-    """For every query point: how many balls B(centre_i, radius_i) contain it, and its nearest-centre distance."""
+    """For every query point: how many balls B(centre_i, radius_i) contain it, and its nearest-centre distance.
+
+    Tiled like :func:`knn_radii`, so the working memory does not grow with the number of points.
+    """
     counts, nearest = [], []
     for i in range(0, len(query), chunk):
-        d = torch.cdist(query[i : i + chunk], centres)
-        counts.append((d < radii[None, :]).sum(1))
-        nearest.append(d.min(1).values)
+        q = query[i : i + chunk]
+        count = torch.zeros(len(q), dtype=torch.long, device=q.device)
+        near = torch.full((len(q),), float("inf"), device=q.device)
+        for j in range(0, len(centres), chunk):
+            d = torch.cdist(q, centres[j : j + chunk])
+            count += (d < radii[None, j : j + chunk]).sum(1)
+            near = torch.minimum(near, d.min(1).values)
+        counts.append(count)
+        nearest.append(near)
     return torch.cat(counts), torch.cat(nearest)
 
 

@@ -213,3 +213,18 @@ def test_kid_protocol_is_reproducible():
         values.append(tuple(float(v) for v in kid.compute()))
     assert values[0] == values[1]
     assert np.isfinite(values[0]).all()
+
+
+@pytest.mark.parametrize("chunk", [64, 250, 4096])
+def test_tiled_knn_radii_and_ball_counts_equal_the_full_distance_matrix(chunk):
+    """The k-NN work is done in chunk x chunk tiles (fixed memory); the answers are the untiled ones."""
+    from evaluation.metrics import _ball_counts, knn_radii
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(700, 16, generator=g), torch.randn(300, 16, generator=g)
+    d_xx, d_yx = torch.cdist(x, x), torch.cdist(y, x)
+    radii = d_xx.topk(4, dim=1, largest=False).values[:, 3]
+    torch.testing.assert_close(knn_radii(x, 3, chunk=chunk), radii)
+    counts, nearest = _ball_counts(y, x, radii, chunk=chunk)
+    assert torch.equal(counts, (d_yx < radii[None, :]).sum(1))
+    torch.testing.assert_close(nearest, d_yx.min(1).values)
