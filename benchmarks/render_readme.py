@@ -112,11 +112,12 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                          f"{_med(cpu['torch_fidelity']):.2f} s / {_med(cpu['genbench_cold']):.2f} s = {_x(cpu_x)}; "
                          f"FID agrees to {s['agreement_rel_diff']['fid']:.1e}{_weights(s)}",
                          f"≥ {s['speedup_target']}×", _met(s["speedup_met"])))  # fmt: skip
-            cache_cpu = s["cached_vs_cold_speedup_by_clock"].get("cpu_total")
-            rows.append((f"Cached re-run vs cold, {label} (`genbench-evaluate`, end to end)",
-                         f"wall {_med(sec['genbench_cold']):.2f} s / {_med(sec['genbench_cached']):.2f} s = "
-                         f"{_x(s['cached_vs_cold_speedup'])}; CPU {_x(cache_cpu)}; at most {(n_gen + n_real) / n_gen:.1f}× "
-                         f"here: a cached run still featurises the {n_gen} generated images",
+            rerun_cpu = s["rerun_vs_cold_speedup_by_clock"].get("cpu_total")
+            rows.append((f"Cached re-run vs cold, {label} (`genbench-evaluate` on the same folder, end to end)",
+                         f"wall {_med(sec['genbench_cold']):.2f} s / {_med(sec['genbench_rerun']):.2f} s = "
+                         f"{_x(s['rerun_vs_cold_speedup'])}; CPU {_x(rerun_cpu)}; with the real statistics alone cached "
+                         f"{_med(sec['genbench_cached']):.2f} s = {_x(s['cached_vs_cold_speedup'])} (at most "
+                         f"{(n_gen + n_real) / n_gen:.1f}× here: the {n_gen} generated images are featurised)",
                          f"≥ {s['cache_target']:.0f}×", _met(s["cache_met"])))  # fmt: skip
         rs = rec.get("real_statistics_step")
         if rs:

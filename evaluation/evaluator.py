@@ -86,6 +86,7 @@ class Evaluator:
         self.space: FeatureSpace | None = None
         self.real: dict[str, Any] | None = None
         self.real_cached = False
+        self.fake_cached = False
         self.last_samples: Tensor | None = None
 
     # --- set-up -----------------------------------------------------------------------------
@@ -210,6 +211,16 @@ class Evaluator:
         bs = cfg.batch_size
         n_batches = math.ceil(n / bs)
         mine = range(rank * n_batches // world, (rank + 1) * n_batches // world)
+        # Stored samples (a folder, an .npz) keep their features in the cache, keyed by their content:
+        # a re-run on the same files skips the feature extractor on both sides.
+        fake_cache, fake_key, fake_entry, fake_parts = None, None, None, None
+        if world == 1 and hasattr(source, "content_digest"):
+            fake_cache = TensorCache("fake_features")
+            fake_key = {"what": "fake_features", "content": source.content_digest, "n": n, "batch_size": bs,
+                        "features": space.cache_id(), "quantized": ref.is_image, "device": self.device.type}  # fmt: skip
+            fake_entry = fake_cache.load(fake_key)
+            fake_parts = None if fake_entry is not None else {"features": [], "logits": []}
+        self.fake_cached = fake_entry is not None
         grid: list[Tensor] = []  # a preview: images for the grid, or enough points for a scatter plot
         preview = cfg.grid_size if ref.is_image else max(cfg.grid_size, 2000)
         elapsed = 0.0
@@ -225,7 +236,15 @@ class Evaluator:
                 x = self._checked(x, size, source)
                 if ref.is_image:
                     x = quantize(x)
-                f, logits = space(x)
+                if fake_entry is not None:
+                    f = fake_entry["features"][start : start + size].to(self.device)
+                    logits = fake_entry["logits"][start : start + size].to(self.device) if "logits" in fake_entry else None
+                else:
+                    f, logits = space(x)
+                    if fake_parts is not None:
+                        fake_parts["features"].append(f.float().cpu())
+                        if logits is not None:
+                            fake_parts["logits"].append(logits.float().cpu())
                 fid.update(f, real=False)
                 kid.update(f, real=False)
                 manifold.update(f, real=False)
@@ -236,6 +255,8 @@ class Evaluator:
                 if rank == 0 and sum(len(t) for t in grid) < preview:
                     grid.append(x[: preview - sum(len(t) for t in grid)].cpu())
             sample_time.update(torch.tensor(elapsed, dtype=torch.float64))
+            if fake_parts is not None:
+                fake_cache.store(fake_key, {k: torch.cat(v) for k, v in fake_parts.items() if v})
             n_nll = cfg.nll_samples if nll_samples is None else int(nll_samples)
             with_nll = source.has_likelihood and n_nll > 0
             if with_nll:
@@ -264,7 +285,7 @@ class Evaluator:
         results.update(space.info())
         results.update(
             data=ref.name, split=ref.split, kid_subset_size=kid_m, kid_subsets=cfg.kid_subsets, is_splits=splits,
-            nearest_k=k, real_stats_cached=self.real_cached, world_size=world,
+            nearest_k=k, real_stats_cached=self.real_cached, fake_features_cached=self.fake_cached, world_size=world,
             eval_time_s=round(time.perf_counter() - start_time, 3), notes=notes,
         )  # fmt: skip
         self.last_samples = torch.cat(grid) if grid else None

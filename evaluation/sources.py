@@ -76,6 +76,18 @@ class TensorSource:
         self.device = torch.device("cpu")
         self.nfe = None
         self.has_likelihood = False
+        self._content: str | None = None
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-1 of the samples (shape, dtype and bytes): the key of their cached features."""
+        if self._content is None:
+            import hashlib
+
+            h = hashlib.sha1(f"{tuple(self.x.shape)}{self.x.dtype}".encode())
+            h.update(self.x.detach().cpu().contiguous().numpy().tobytes())
+            self._content = h.hexdigest()
+        return self._content
 
     def nll_bpd(self, x: Tensor) -> Tensor:
         raise NotImplementedError("stored samples have no likelihood")

@@ -142,7 +142,7 @@ def print_table(record: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     keys = list(RESULT_KEYS) + [
         k for k in ("nll_bpd", "classifier_accuracy", "modes_covered", "num_modes", "high_quality_share",
-                    "num_real", "kid_subset_size", "real_stats_cached", "eval_time_s") if k in record
+                    "num_real", "kid_subset_size", "real_stats_cached", "fake_features_cached", "eval_time_s") if k in record
     ]  # fmt: skip
     for key in keys:
         v = record.get(key)

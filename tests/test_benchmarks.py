@@ -177,6 +177,8 @@ def test_eval_throughput_record(one_thread, records):
     c = rec["classifier"]
     assert c["agreement_rel_diff"]["fid"] < 1e-3  # same extractor, same images: the same FID as torch-fidelity
     _clocks_ok(c["seconds"]["genbench_cached"])
+    _clocks_ok(c["seconds"]["genbench_rerun"])
+    assert c["cache_met"] == (c["rerun_vs_cold_speedup"] >= c["cache_target"])
     assert {"cpu_children", "cpu_total"} <= set(c["seconds"]["torch_fidelity"])
     assert rec["inception"].get("skipped") or "seconds" in rec["inception"]
 

@@ -103,11 +103,29 @@ def test_stored_samples_folder_and_npz_against_a_data_set(tmp_path):
     npz = tmp_path / "samples.npz"
     np.savez(npz, arr_0=((val + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())  # NHWC uint8, as ADM
     b = evaluate(eval_config(tmp_path, f"fake={npz}", "data=mnist5k"))
-    drop = ("eval_time_s", "evaluated", "real_stats_cached", "eval_config")
+    drop = ("eval_time_s", "evaluated", "real_stats_cached", "fake_features_cached", "eval_config")
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     # real=DIR has no labels to train the classifier on: one clear error
     with pytest.raises(ConfigError, match="needs a labelled data set"):
         evaluate(eval_config(tmp_path, f"fake={npz}", f"real={folder}"))
+
+
+def test_stored_samples_features_are_cached_by_content(tmp_path):
+    """A re-run on the same files skips the extractor on both sides and gives the same numbers; changing
+    one pixel of one file is a different entry."""
+    val = MNIST5kDataModule(kind="image", shape=[1, 28, 28]).real_samples("val")[:200].clone()
+    val[0, 0, :4, :4] = torch.tensor(list(os.urandom(16))).view(4, 4) / 127.5 - 1  # content no earlier run cached
+    folder = write_pngs(tmp_path / "pngs", val)
+    first = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    again = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    assert (first["fake_features_cached"], again["fake_features_cached"]) == (False, True)
+    same = ("fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density", "coverage")
+    assert {k: again[k] for k in same} == {k: first[k] for k in same}
+    img = np.array(Image.open(folder / "0007.png"))
+    img[5, 5] = 255 - img[5, 5]
+    Image.fromarray(img).save(folder / "0007.png")
+    changed = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    assert not changed["fake_features_cached"] and changed["fid"] != first["fid"]
 
 
 def cache_snapshot() -> dict[str, str]:
