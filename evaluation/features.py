@@ -127,6 +127,9 @@ class InceptionFeatures(FeatureSpace):
         except RuntimeError as e:  # load_state_dict: missing / unexpected / mis-shaped tensors
             first = (str(e).strip().splitlines() or ["?"])[0]
             raise ConfigError([f"eval.inception_weights={str(weights)!r}: does not fit torch-fidelity's InceptionV3 ({first})"]) from None
+        # NHWC weights: oneDNN's (and cuDNN's) faster convolution layout. On 2 CPU cores, 50 MNIST digits
+        # resized to 299 x 299: 6.7 s -> 4.4 s, features equal to 6e-6 (of ~0.6).
+        self.net.to(memory_format=torch.channels_last)
         self.weights = weights
         self.num_features = 2048
         self.num_classes = 1008
