@@ -168,7 +168,7 @@ class KID(KernelInceptionDistance):
         if pairs * d + 2 * self.subsets * pairs < 3 * self.subsets * m * m * d:
             mmds = mmd2_of_subsets_from_grams(fake, real, fake_idx, real_idx)
         else:
-            chunk = max(1, int(2**24 // (m * m)))  # subsets per batched kernel evaluation (~64 MB of float32 each)
+            chunk = max(1, int(2**22 // (m * m)))  # subsets per batched kernel evaluation (16 MB of float32 each)
             mmds = torch.cat([
                 unbiased_mmd2(fake[fake_idx[i : i + chunk]], real[real_idx[i : i + chunk]])
                 for i in range(0, self.subsets, chunk)
@@ -220,9 +220,11 @@ def unbiased_mmd2(x: Tensor, y: Tensor) -> Tensor:
         MMD²_u = 1/(m(m−1)) Σ_{i≠j} [k(x_i, x_j) + k(y_i, y_j)] − 2/m² Σ_{i,j} k(x_i, y_j)
     """
     m = x.shape[-2]
-    k_xx, k_yy, k_xy = poly_kernel(x, x).double(), poly_kernel(y, y).double(), poly_kernel(x, y).double()
-    off_diag = (k_xx.sum((-1, -2)) - k_xx.diagonal(0, -2, -1).sum(-1)) + (k_yy.sum((-1, -2)) - k_yy.diagonal(0, -2, -1).sum(-1))
-    return off_diag / (m * (m - 1)) - 2 * k_xy.sum((-1, -2)) / (m * m)
+    f64 = torch.float64  # kernels in float32, sums in float64 (no float64 copy of the kernels)
+    k_xx, k_yy, k_xy = poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y)
+    off_diag = (k_xx.sum((-1, -2), dtype=f64) - k_xx.diagonal(0, -2, -1).sum(-1, dtype=f64)) + (
+        k_yy.sum((-1, -2), dtype=f64) - k_yy.diagonal(0, -2, -1).sum(-1, dtype=f64))
+    return off_diag / (m * (m - 1)) - 2 * k_xy.sum((-1, -2), dtype=f64) / (m * m)
 
 
 # --- precision / recall / density / coverage -----------------------------------------------------
