@@ -24,7 +24,16 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric
 from evaluation.cache import TensorCache
 from evaluation.config import EvalConfig
 from evaluation.features import FeatureSpace, build_feature_space, resolve_feature_space, to_uint8
-from evaluation.metrics import FID, IS, KID, ManifoldMetrics, ModeMetrics, finite_or_none, moments
+from evaluation.metrics import (
+    FID,
+    IS,
+    KID,
+    ManifoldMetrics,
+    ModeMetrics,
+    finite_or_none,
+    moments,
+    real_cov_sqrt,
+)
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
@@ -129,6 +138,8 @@ class Evaluator:
         features = torch.cat(feats)
         s, cov_s, n = moments(features)
         entry = {"features": features, "sum": s, "cov_sum": cov_s, "n": n}
+        if n >= 2:
+            entry["cov_sqrt"] = real_cov_sqrt(s, cov_s, n)  # Σ_r^½, FID's real-only eigendecomposition, done once
         if logits:
             entry["logits"] = torch.cat(logits)
         return entry
@@ -200,7 +211,7 @@ class Evaluator:
         empty_f = torch.zeros(0, d, device=self.device)
         real_f = real["features"].to(self.device) if rank == 0 else empty_f
         if rank == 0:
-            fid.set_real_moments(real["sum"], real["cov_sum"], n_real)
+            fid.set_real_moments(real["sum"], real["cov_sum"], n_real, real.get("cov_sqrt"))
         fid.update(empty_f, real=True)
         for metric in (kid, manifold):
             metric.update(real_f, real=True)

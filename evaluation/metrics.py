@@ -58,12 +58,15 @@ class FID(FrechetInceptionDistance):
     def __init__(self, num_features: int, **kwargs):
         super().__init__(feature=PrecomputedFeatures(num_features), **kwargs)
         self.clamped: float | None = None
+        self.real_cov_sqrt: Tensor | None = None
 
-    def set_real_moments(self, features_sum: Tensor, cov_sum: Tensor, n: int) -> None:
-        """Load the real side from cached sums (Σf, Σffᵀ, n)."""
+    def set_real_moments(self, features_sum: Tensor, cov_sum: Tensor, n: int, cov_sqrt: Tensor | None = None) -> None:
+        """Load the real side from cached sums (Σf, Σffᵀ, n), and optionally Σ_r^½ (:func:`real_cov_sqrt`),
+        which saves ``compute`` its largest eigendecomposition (1 s of 2.3 s at d = 2048 on a CPU)."""
         self.real_features_sum = features_sum.to(self.real_features_sum)
         self.real_features_cov_sum = cov_sum.to(self.real_features_cov_sum)
         self.real_features_num_samples = torch.tensor(int(n), device=self.real_features_num_samples.device)
+        self.real_cov_sqrt = None if cov_sqrt is None else cov_sqrt.to(self.real_features_cov_sum)
 
     def compute(self) -> Tensor:
         n_r, n_g = self.real_features_num_samples, self.fake_features_num_samples
@@ -74,22 +77,34 @@ class FID(FrechetInceptionDistance):
         # Unbiased covariances from the sums: Σ = (Σffᵀ − n μμᵀ) / (n − 1).
         cov_r = (self.real_features_cov_sum - n_r * mu_r.t().mm(mu_r)) / (n_r - 1)
         cov_g = (self.fake_features_cov_sum - n_g * mu_g.t().mm(mu_g)) / (n_g - 1)
-        fid = (mu_r - mu_g).square().sum() + cov_r.trace() + cov_g.trace() - 2 * trace_sqrt_product(cov_r, cov_g)
+        tr_sqrt = trace_sqrt_product(cov_r, cov_g, root_1=self.real_cov_sqrt)
+        fid = (mu_r - mu_g).square().sum() + cov_r.trace() + cov_g.trace() - 2 * tr_sqrt
         self.clamped = float(fid) if fid < 0 else None
         return fid.clamp_min(0.0)
 
 
-def trace_sqrt_product(sigma_1: Tensor, sigma_2: Tensor) -> Tensor:
+def psd_sqrt(sigma: Tensor) -> Tensor:
+    """Σ^½ of a symmetric PSD matrix, from its eigendecomposition (rounding-negative eigenvalues clamped to 0)."""
+    lam, v = torch.linalg.eigh(sigma)
+    return (v * lam.clamp_min(0).sqrt()) @ v.T
+
+
+def real_cov_sqrt(features_sum: Tensor, cov_sum: Tensor, n: int) -> Tensor:
+    """Σ_r^½ of the real side's moments (float64), the part of FID that only depends on the real data."""
+    mu = (features_sum / n).unsqueeze(0)
+    return psd_sqrt((cov_sum - n * mu.t().mm(mu)) / (n - 1))
+
+
+def trace_sqrt_product(sigma_1: Tensor, sigma_2: Tensor, root_1: Tensor | None = None) -> Tensor:
     """Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½).
 
     Σ₁Σ₂ is similar to the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½, so both have the same eigenvalues,
     real and >= 0. torch-fidelity and torchmetrics take the general eigenvalues of Σ₁Σ₂ and drop
     the imaginary parts of their square roots; the symmetric form gets the same number with two
     symmetric eigendecompositions (faster, on GPUs by far), and rounding can only produce tiny
-    negative eigenvalues, clamped to 0.
+    negative eigenvalues, clamped to 0. ``root_1``: Σ₁^½ when already known (cached with real statistics).
     """
-    lam, v = torch.linalg.eigh(sigma_1)
-    root_1 = (v * lam.clamp_min(0).sqrt()) @ v.T
+    root_1 = psd_sqrt(sigma_1) if root_1 is None else root_1
     m = root_1 @ sigma_2 @ root_1
     return torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
 

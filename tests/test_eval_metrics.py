@@ -9,7 +9,16 @@ import pytest
 import torch
 
 from evaluation.cache import TensorCache
-from evaluation.metrics import FID, IS, KID, ManifoldMetrics, ModeMetrics, manifold_metrics, moments
+from evaluation.metrics import (
+    FID,
+    IS,
+    KID,
+    ManifoldMetrics,
+    ModeMetrics,
+    manifold_metrics,
+    moments,
+    real_cov_sqrt,
+)
 
 
 def fid_of(real: torch.Tensor, fake: torch.Tensor, batch: int = 1000) -> tuple[float, FID]:
@@ -53,13 +62,19 @@ def test_fid_with_itself_is_zero_never_negative_and_cached_moments_agree():
     m.set_real_moments(*moments(x))
     m.update(x + 1, real=False)
     assert float(m.compute()) == pytest.approx(fid_of(x, x + 1)[0], rel=1e-10) == pytest.approx(32.0, rel=1e-9)
+    # ... and with the cached Σ_r^½ (the real side's eigendecomposition done once)
+    y = torch.randn(300, 32) * 1.5 + 0.2
+    with_root = FID(32)
+    with_root.set_real_moments(*moments(x), cov_sqrt=real_cov_sqrt(*moments(x)))
+    with_root.update(y, real=False)
+    assert float(with_root.compute()) == pytest.approx(fid_of(x, y)[0], rel=1e-10)
 
 
 def test_fid_clamps_a_negative_rounding_error_and_says_so(monkeypatch):
     import evaluation.metrics as metrics
 
     # identical moments, and a trace term that rounds 3e-9 too high: FID = −6e-9 before clamping
-    monkeypatch.setattr(metrics, "trace_sqrt_product", lambda s1, s2: s1.trace() + 3e-9)
+    monkeypatch.setattr(metrics, "trace_sqrt_product", lambda s1, s2, root_1=None: s1.trace() + 3e-9)
     m = FID(2)
     x = torch.randn(10, 2)
     m.update(x, real=True)
