@@ -74,6 +74,34 @@ def test_ema_swap_and_eval_mode():
         EMA(net, decay=1.0)
 
 
+def test_ema_cached_tensors_follow_moves_replacements_and_shared_weights():
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    ema = EMA(net, decay=0.5)
+    ema.update(net)  # fills the caches
+    # .double() replaces the average's buffers: the cached list must follow, or the update is lost
+    net, ema = net.double(), ema.double()
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+        net[1].running_var.fill_(7.0)
+    before = ema.module[0].weight.clone()
+    ema.update(net)
+    assert ema.module[0].weight.dtype == torch.float64
+    assert torch.allclose(ema.module[0].weight, 0.5 * before + 0.5 * 2.0)
+    assert torch.equal(ema.module[1].running_var, torch.full((3,), 7.0, dtype=torch.float64))
+    # a replaced parameter of another shape is checked again, with its name
+    net[2].weight = nn.Parameter(torch.zeros(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"parameter '2.weight' has shape \(5, 3\), the average \(2, 3\)"):
+        ema.update(net)
+    # a weight shared by two submodules is one parameter (named_parameters order), not two
+    shared = nn.Linear(2, 2)
+    tied = nn.Sequential(shared, nn.Tanh(), shared)
+    avg = EMA(tied, decay=0.0)
+    with torch.no_grad():
+        shared.weight.fill_(3.0)
+    avg.update(tied)
+    assert torch.equal(avg.module[0].weight, torch.full((2, 2), 3.0))
+
+
 # --- networks -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "shape, kwargs",
