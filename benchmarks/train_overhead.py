@@ -248,6 +248,8 @@ def overhead(family: str, batch_size: int, steps: int, warmup: int, repeats: int
         "parameters": sum(p.numel() for p in model.parameters()), "clock": clock,
         "genbench_images_per_s": by_clock["genbench"][clock], "bare_images_per_s": by_clock["bare"][clock],
         "ratio": ratios[clock], "target": TARGET, "met": ratios[clock] >= TARGET,
+        # The spread says how far one run's verdict can be trusted (repeats move by a few % on a shared machine).
+        "ratio_per_repeat": [g[clock] / b[clock] for g, b in zip(runs["genbench"], runs["bare"], strict=True)],
         "images_per_s_by_clock": by_clock, "ratio_by_clock": ratios,
     }  # fmt: skip
 

@@ -108,6 +108,8 @@ def test_train_overhead_record(one_thread, records):
         assert o["ratio"] > 0 and o["met"] == (o["ratio"] >= o["target"])
         _clocks_ok(o["images_per_s_by_clock"]["genbench"])
         assert o["ratio"] == o["ratio_by_clock"][o["clock"]]
+        per = o["ratio_per_repeat"]
+        assert len(per) == rec["settings"]["repeats"] and min(per) <= o["ratio"] <= max(per)
         assert rec["adam_implementations"][fam]["for_loop_s_per_step"]["median"] > 0
         _clocks_ok(rec["adam_implementations"][fam]["for_loop_s_per_step_by_clock"])
         assert set(rec["gpu_options"][fam]) == {"bf16_mixed", "channels_last", "torch_compile", "fused_adamw"}
