@@ -130,7 +130,7 @@ class EMA(nn.Module):
         self._check(params, buffers, shadow_params)
         decay = self.current_decay()
         ema_float, new_float = [], []
-        for e, p in zip(shadow_params, params):
+        for e, p in zip(shadow_params, params, strict=True):
             if not e.dtype.is_floating_point:
                 e.copy_(p)
             elif p.dtype == e.dtype:
