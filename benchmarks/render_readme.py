@@ -92,6 +92,9 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
             wall = f"; wall clock {_x(o['ratio_by_clock']['wall'], 3)}" if o.get("clock") == "cpu" else ""
             per = o.get("ratio_per_repeat")
             spread = f" (repeats {min(per):.3f}–{max(per):.3f})" if per else ""
+            if "lightning_floor_vs_bare" in o:
+                spread += (f"; the bare step in the same `Trainer` {_x(o['lightning_floor_vs_bare'], 3)}, genbench over it "
+                           f"{_x(o['genbench_vs_lightning_floor'], 3)}")
             rows.append((f"Training loop, {fam.upper()} (batch {o['batch_size']}): genbench `Trainer` / bare PyTorch",
                          f"{_n(_med(o['genbench_images_per_s']))} / {_n(_med(o['bare_images_per_s']))} img/s "
                          f"({_clock(o.get('clock'))}) = {_x(o['ratio'], 3)}{spread}{wall}",

@@ -10,9 +10,10 @@ training loop: no validation, no checkpoints, no progress bar, no logger.
 
 Only the steady state is timed: the clock starts at the end of the warm-up steps and stops
 at the end of the last step (device synchronised), inside the same process, the two loops
-interleaved. On the CPU the ratio is taken over this process's CPU time (one torch thread), which
+interleaved. On the CPU the ratio is taken over this process's CPU time, which
 other jobs on a shared machine do not inflate; the wall-clock ratio is recorded next to it.
-Target: genbench ≥ 0.97× the bare loop's images/s.
+Target: genbench ≥ 0.97× the bare loop's images/s. A third loop, the bare step inside the same
+``Trainer`` (:class:`LightningFloor`), splits the gap into Lightning's share and genbench's own.
 
 Also measured: Adam's implementations (for-loop / foreach / fused) on each family's parameters,
 genbench's EMA update against a bare ``torch._foreach_lerp_``, and, with CUDA only, bf16-mixed, channels_last,
@@ -78,6 +79,7 @@ class StepClock(L.Callback):
             self.images += len(batch[0])
             if self.batches == self.warmup + self.steps:
                 self.end = self._now()
+                trainer.should_stop = True  # manual optimisation without Lightning optimizers never counts steps
 
     @property
     def images_per_s(self) -> dict[str, float]:
@@ -104,6 +106,40 @@ class GenbenchLoop:
             **self.trainer_kwargs,
         )  # fmt: skip
         trainer.fit(self.model, datamodule=self.dm)
+        return clock.images_per_s
+
+
+class LightningFloor(L.LightningModule):
+    """The bare step inside Lightning's ``Trainer``: what Lightning's loop costs before genbench adds anything.
+
+    Manual optimisation, so the bare step keeps its own ``zero_grad`` / ``backward`` / ``step`` (and its
+    EMA, clipping, warm-up); the batches come from the same genbench data loader.
+    """
+
+    def __init__(self, step: Callable[[Tensor], None], nets: list[torch.nn.Module]):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(nets)  # registered, so the Trainer moves them to the device
+        self.step = step
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x = batch[0]
+        self.step(to_unit(x) if x.dtype == torch.uint8 else x)
+
+    def configure_optimizers(self) -> None:
+        return None  # the bare step owns its optimizers
+
+
+class LightningFloorLoop(GenbenchLoop):
+    """``trainer.fit`` of :class:`LightningFloor` with genbench's Trainer config and no genbench callbacks."""
+
+    def __call__(self, steps: int, warmup: int) -> dict[str, float]:
+        clock = StepClock(warmup, steps, self.device)
+        trainer = instantiate(
+            self.cfg.trainer, max_steps=-1, logger=False, callbacks=[clock], enable_checkpointing=False,
+            enable_progress_bar=False, limit_val_batches=0, default_root_dir=self.cfg.run_dir,
+        )  # fmt: skip
+        trainer.fit(self.model, train_dataloaders=self.dm.train_dataloader())
         return clock.images_per_s
 
 
@@ -235,14 +271,18 @@ class BareLoop:
 def overhead(family: str, batch_size: int, steps: int, warmup: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """images/s of genbench (Trainer) and of the bare loop, interleaved; their ratio per repeat."""
     model, dm, cfg = common.build(family, overrides(family, batch_size, device))
-    bare_model = copy.deepcopy(model)  # the same initial weights, trained separately
+    bare_model, floor_model = copy.deepcopy(model), copy.deepcopy(model)  # the same initial weights, trained apart
     genbench = GenbenchLoop(model, dm, cfg, device)
     bare = BareLoop(bare_step(family, bare_model, cfg, device), dm.x_train, batch_size, device)
-    runs = common.interleaved({"genbench": lambda: genbench(steps, warmup), "bare": lambda: bare(steps, warmup)},
-                              repeats=repeats, warmup=1)  # fmt: skip
+    floor_step = bare_step(family, floor_model, cfg, device)
+    floor = LightningFloorLoop(LightningFloor(floor_step, [floor_model]), dm, cfg, device)
+    runs = common.interleaved({"genbench": lambda: genbench(steps, warmup), "bare": lambda: bare(steps, warmup),
+                               "lightning_floor": lambda: floor(steps, warmup)}, repeats=repeats, warmup=1)  # fmt: skip
     clock = common.primary_clock(device)
     by_clock = {k: common.per_clock(v) for k, v in runs.items()}
     ratios = common.ratio_per_clock(runs["genbench"], runs["bare"])
+    floor_ratios = common.ratio_per_clock(runs["lightning_floor"], runs["bare"])
+    over_floor = common.ratio_per_clock(runs["genbench"], runs["lightning_floor"])
     return {
         "batch_size": batch_size, "steps_timed": steps, "warmup_steps": warmup, "repeats": repeats,
         "parameters": sum(p.numel() for p in model.parameters()), "clock": clock,
@@ -250,6 +290,10 @@ def overhead(family: str, batch_size: int, steps: int, warmup: int, repeats: int
         "ratio": ratios[clock], "target": TARGET, "met": ratios[clock] >= TARGET,
         # The spread says how far one run's verdict can be trusted (repeats move by a few % on a shared machine).
         "ratio_per_repeat": [g[clock] / b[clock] for g, b in zip(runs["genbench"], runs["bare"], strict=True)],
+        # Lightning's share and genbench's share of the gap: the bare step in the Trainer, against the bare
+        # loop and against genbench.
+        "lightning_floor_images_per_s": by_clock["lightning_floor"][clock],
+        "lightning_floor_vs_bare": floor_ratios[clock], "genbench_vs_lightning_floor": over_floor[clock],
         "images_per_s_by_clock": by_clock, "ratio_by_clock": ratios,
     }  # fmt: skip
 

@@ -110,6 +110,8 @@ def test_train_overhead_record(one_thread, records):
         assert o["ratio"] == o["ratio_by_clock"][o["clock"]]
         per = o["ratio_per_repeat"]
         assert len(per) == rec["settings"]["repeats"] and min(per) <= o["ratio"] <= max(per)
+        _summary_ok(o["lightning_floor_images_per_s"])  # the bare step in the Trainer ran the same steps
+        assert o["lightning_floor_vs_bare"] > 0 and o["genbench_vs_lightning_floor"] > 0
         assert rec["adam_implementations"][fam]["for_loop_s_per_step"]["median"] > 0
         _clocks_ok(rec["adam_implementations"][fam]["for_loop_s_per_step_by_clock"])
         assert set(rec["gpu_options"][fam]) == {"bf16_mixed", "channels_last", "torch_compile", "fused_adamw"}
