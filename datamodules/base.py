@@ -10,7 +10,7 @@ Images are stored as ``uint8`` and mapped to [-1, 1] after the batch reaches its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -88,10 +88,15 @@ class EpochBatches:
             count = count // world * world
         return range(rank, count, world)
 
+    def _epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Tensor]:
+        """This rank's batches of epoch ``epoch`` from its ``start``-th on, sliced lazily from one permutation."""
+        order = self._order(epoch)
+        for j in self._batch_numbers()[start:]:
+            yield order[j * self.batch_size : (j + 1) * self.batch_size]
+
     def batches(self, epoch: int) -> list[Tensor]:
         """This rank's batches of epoch ``epoch`` (int32 index tensors, views of one permutation)."""
-        order = self._order(epoch)
-        return [order[j * self.batch_size : (j + 1) * self.batch_size] for j in self._batch_numbers()]
+        return list(self._epoch_batches(epoch))
 
     def __len__(self) -> int:
         return len(self._batch_numbers())
@@ -101,9 +106,7 @@ class EpochBatches:
         self.offset = 0
         if self.shuffle:
             self.epoch += 1
-        order = self._order(epoch)
-        for j in self._batch_numbers()[offset:]:
-            yield order[j * self.batch_size : (j + 1) * self.batch_size]
+        yield from self._epoch_batches(epoch, offset)
 
     def resume(self, batches_done: int) -> None:
         """Continue the stream after ``batches_done`` batches (counted over all epochs, on this rank)."""

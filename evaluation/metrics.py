@@ -77,11 +77,8 @@ class FID(FrechetInceptionDistance):
         n_r, n_g = self.real_features_num_samples, self.fake_features_num_samples
         if n_r < 2 or n_g < 2:
             raise ValueError(f"FID needs at least 2 real and 2 generated samples, got {int(n_r)} and {int(n_g)}")
-        mu_r = (self.real_features_sum / n_r).unsqueeze(0)
-        mu_g = (self.fake_features_sum / n_g).unsqueeze(0)
-        # Unbiased covariances from the sums: Σ = (Σffᵀ − n μμᵀ) / (n − 1).
-        cov_r = (self.real_features_cov_sum - n_r * mu_r.t().mm(mu_r)) / (n_r - 1)
-        cov_g = (self.fake_features_cov_sum - n_g * mu_g.t().mm(mu_g)) / (n_g - 1)
+        mu_r, cov_r = mean_and_cov(self.real_features_sum, self.real_features_cov_sum, n_r)
+        mu_g, cov_g = mean_and_cov(self.fake_features_sum, self.fake_features_cov_sum, n_g)
         tr_sqrt = trace_sqrt_product(cov_r, cov_g, root_1=self.real_cov_sqrt)
         fid = (mu_r - mu_g).square().sum() + cov_r.trace() + cov_g.trace() - 2 * tr_sqrt
         self.clamped = float(fid) if fid < 0 else None
@@ -94,10 +91,15 @@ def psd_sqrt(sigma: Tensor) -> Tensor:
     return (v * lam.clamp_min(0).sqrt()) @ v.T
 
 
+def mean_and_cov(features_sum: Tensor, cov_sum: Tensor, n: int | Tensor) -> tuple[Tensor, Tensor]:
+    """μ ``[1, d]`` and the unbiased covariance from the sums: Σ = (Σffᵀ − n μμᵀ) / (n − 1)."""
+    mu = (features_sum / n).unsqueeze(0)
+    return mu, (cov_sum - n * mu.t().mm(mu)) / (n - 1)
+
+
 def real_cov_sqrt(features_sum: Tensor, cov_sum: Tensor, n: int) -> Tensor:
     """Σ_r^½ of the real side's moments (float64), the part of FID that only depends on the real data."""
-    mu = (features_sum / n).unsqueeze(0)
-    return psd_sqrt((cov_sum - n * mu.t().mm(mu)) / (n - 1))
+    return psd_sqrt(mean_and_cov(features_sum, cov_sum, n)[1])
 
 
 def trace_sqrt_product(sigma_1: Tensor, sigma_2: Tensor, root_1: Tensor | None = None) -> Tensor:

@@ -80,13 +80,9 @@ class TensorSource:
 
     @property
     def content_digest(self) -> str:
-        """SHA-1 of the samples (shape, dtype and bytes): the key of their cached features."""
+        """:func:`tensor_digest` of the samples: the key of their cached features."""
         if self._content is None:
-            import hashlib
-
-            h = hashlib.sha1(f"{tuple(self.x.shape)}{self.x.dtype}".encode())
-            h.update(self.x.detach().cpu().contiguous().numpy().tobytes())
-            self._content = h.hexdigest()
+            self._content = tensor_digest(self.x)
         return self._content
 
     def nll_bpd(self, x: Tensor) -> Tensor:
@@ -160,7 +156,7 @@ class TensorReference:
         self.centers = None
         self.std = None
         self.has_labels = False
-        self.fingerprint = hashlib.sha1(x.contiguous().numpy().tobytes() + str(tuple(x.shape)).encode()).hexdigest()[:16]
+        self.fingerprint = tensor_digest(x)[:16]
 
     def samples(self, n: int | None = None) -> Tensor:
         return self.x if n is None else fixed_subset(self.x, n)
@@ -170,6 +166,13 @@ class TensorReference:
             f"real={self.name!r}: eval.features=classifier needs a labelled data set to train on; "
             "give data=NAME instead of real=..., or use eval.features=inception"
         ])
+
+
+def tensor_digest(x: Tensor) -> str:
+    """SHA-1 of a tensor's shape, dtype and bytes: cache keys of samples and references read from disk."""
+    h = hashlib.sha1(f"{tuple(x.shape)}{x.dtype}".encode())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def fixed_subset(x: Tensor, n: int | None) -> Tensor:
