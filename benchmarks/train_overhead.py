@@ -88,20 +88,22 @@ class StepClock(L.Callback):
 
 
 class GenbenchLoop:
-    """``trainer.fit`` of the genbench module for ``warmup + steps`` steps; returns the timed images/s
-    (``{"wall": …, "cpu": …}``)."""
+    """``trainer.fit`` of ``model`` for ``warmup + steps`` steps with genbench's Trainer config, data module
+    and (``genbench_callbacks``) its callbacks; returns the timed images/s (``{"wall": …, "cpu": …}``)."""
 
     def __init__(self, model: L.LightningModule, dm: L.LightningDataModule, cfg: Any, device: torch.device,
-                 trainer_kwargs: dict[str, Any] | None = None):  # fmt: skip
+                 trainer_kwargs: dict[str, Any] | None = None, genbench_callbacks: bool = True):  # fmt: skip
         self.model, self.dm, self.cfg, self.device = model, dm, cfg, device
         self.trainer_kwargs = trainer_kwargs or {}
+        self.genbench_callbacks = genbench_callbacks
 
     def __call__(self, steps: int, warmup: int) -> dict[str, float]:
         from genbench.callbacks import RNGState, TrainStats
 
         clock = StepClock(warmup, steps, self.device)
+        callbacks = [TrainStats(), RNGState(), clock] if self.genbench_callbacks else [clock]
         trainer = instantiate(
-            self.cfg.trainer, max_steps=warmup + steps, logger=False, callbacks=[TrainStats(), RNGState(), clock],
+            self.cfg.trainer, max_steps=warmup + steps, logger=False, callbacks=callbacks,
             enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0, default_root_dir=self.cfg.run_dir,
             **self.trainer_kwargs,
         )  # fmt: skip
@@ -113,7 +115,8 @@ class LightningFloor(L.LightningModule):
     """The bare step inside Lightning's ``Trainer``: what Lightning's loop costs before genbench adds anything.
 
     Manual optimisation, so the bare step keeps its own ``zero_grad`` / ``backward`` / ``step`` (and its
-    EMA, clipping, warm-up); the batches come from the same genbench data loader.
+    EMA, clipping, warm-up); the batches come from the same genbench data module, mapped to [-1, 1] by its
+    ``on_after_batch_transfer``. Lightning counts no steps without its optimizers: :class:`StepClock` stops the fit.
     """
 
     def __init__(self, step: Callable[[Tensor], None], nets: list[torch.nn.Module]):
@@ -123,24 +126,10 @@ class LightningFloor(L.LightningModule):
         self.automatic_optimization = False
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        x = batch[0]
-        self.step(to_unit(x) if x.dtype == torch.uint8 else x)
+        self.step(batch[0])
 
     def configure_optimizers(self) -> None:
         return None  # the bare step owns its optimizers
-
-
-class LightningFloorLoop(GenbenchLoop):
-    """``trainer.fit`` of :class:`LightningFloor` with genbench's Trainer config and no genbench callbacks."""
-
-    def __call__(self, steps: int, warmup: int) -> dict[str, float]:
-        clock = StepClock(warmup, steps, self.device)
-        trainer = instantiate(
-            self.cfg.trainer, max_steps=-1, logger=False, callbacks=[clock], enable_checkpointing=False,
-            enable_progress_bar=False, limit_val_batches=0, default_root_dir=self.cfg.run_dir,
-        )  # fmt: skip
-        trainer.fit(self.model, train_dataloaders=self.dm.train_dataloader())
-        return clock.images_per_s
 
 
 # --- the bare PyTorch loops ---------------------------------------------------------------------
@@ -275,7 +264,7 @@ def overhead(family: str, batch_size: int, steps: int, warmup: int, repeats: int
     genbench = GenbenchLoop(model, dm, cfg, device)
     bare = BareLoop(bare_step(family, bare_model, cfg, device), dm.x_train, batch_size, device)
     floor_step = bare_step(family, floor_model, cfg, device)
-    floor = LightningFloorLoop(LightningFloor(floor_step, [floor_model]), dm, cfg, device)
+    floor = GenbenchLoop(LightningFloor(floor_step, [floor_model]), dm, cfg, device, genbench_callbacks=False)
     runs = common.interleaved({"genbench": lambda: genbench(steps, warmup), "bare": lambda: bare(steps, warmup),
                                "lightning_floor": lambda: floor(steps, warmup)}, repeats=repeats, warmup=1)  # fmt: skip
     clock = common.primary_clock(device)
