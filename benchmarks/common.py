@@ -287,6 +287,10 @@ def setup(args: argparse.Namespace) -> torch.device:
 
     import lightning  # noqa: F401  (its import sets its loggers to INFO: import first, then quieten)
 
+    from genbench.devices import drop_unusable_nvml_check
+
+    drop_unusable_nvml_check()  # as genbench-train does; a bare script that never imports Lightning never pays it
+
     # Lightning's per-fit banners would drown the benchmark's own output.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -35,6 +35,7 @@ from evaluation.callback import build_eval_callback
 from genbench import __version__
 from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
+from genbench.devices import drop_unusable_nvml_check
 from genbench.errors import ConfigError, GenbenchError, TrainingDivergedError
 from genbench.io import atomic_checkpoint_io, atomic_write_json
 from genbench.validate import validate
@@ -173,6 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)  # every config problem at once, before anything is loaded
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     configure_wandb_mode()
+    drop_unusable_nvml_check()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
