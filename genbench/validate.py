@@ -47,6 +47,16 @@ def _target_errors(node: Any, key: str) -> list[str]:
     return list(check(node)) if check is not None else []
 
 
+def _family_trainer_errors(model: Any, trainer: Any) -> list[str]:
+    """The model class's own limits on the trainer (e.g. the GAN's manual optimisation), if it imports."""
+    try:
+        cls = get_class(model["_target_"])
+    except Exception:  # noqa: BLE001 - reported by _target_errors
+        return []
+    check = getattr(cls, "trainer_errors", None)
+    return list(check(trainer)) if check is not None else []
+
+
 def trainer_errors(t: Any) -> list[str]:
     errors = []
     ms = t.get("max_steps", -1)
@@ -61,6 +71,9 @@ def trainer_errors(t: Any) -> list[str]:
     clip = t.get("gradient_clip_val")
     if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
         errors.append(f"trainer.gradient_clip_val={clip!r}: must be null or a number >= 0")
+    accumulate = t.get("accumulate_grad_batches", 1)
+    if not _is_int(accumulate) or accumulate < 1:
+        errors.append(f"trainer.accumulate_grad_batches={accumulate!r}: must be an integer >= 1")
     devices = t.get("devices", "auto")
     if not _devices_ok(devices):
         errors.append(f"trainer.devices={devices!r}: must be an integer >= 1, -1 (all), 'auto' or a list of device ids")
@@ -118,6 +131,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
     errors += _target_errors(cfg.data, "data")
     errors += _target_errors(cfg.model, "model")
     errors += trainer_errors(cfg.trainer)
+    errors += _family_trainer_errors(cfg.model, cfg.trainer)
     errors += callbacks_errors(cfg.get("callbacks"))
     for section in ("eval",):
         node = cfg.get(section)

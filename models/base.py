@@ -312,6 +312,11 @@ class GenerativeModule(L.LightningModule):
 
     # --- configuration checks ---------------------------------------------------------
     @classmethod
+    def trainer_errors(cls, trainer: Any) -> list[str]:
+        """Trainer settings (``cfg.trainer``) this family cannot train with, one message each."""
+        return []
+
+    @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
         """Problems in this family's config node (``cfg.model``), one message each.
 

@@ -271,6 +271,22 @@ class GAN(GenerativeModule):
 
     # --- configuration checks ---------------------------------------------------------
     @classmethod
+    def trainer_errors(cls, trainer: Any) -> list[str]:
+        """The GAN steps its two optimizers by hand, and Lightning clips and accumulates gradients only
+        for automatic optimisation (it would stop at ``fit`` with a traceback)."""
+        errors = []
+        clip = trainer.get("gradient_clip_val")
+        if clip not in (None, 0, 0.0):
+            errors.append(f"trainer.gradient_clip_val={clip!r}: model=gan steps its two optimizers by hand, which "
+                          "Lightning's clipping does not support; leave it null and stabilise with model.spectral_norm=true, "
+                          "model.r1_gamma > 0 or model.loss=wgan-gp")  # fmt: skip
+        acc = trainer.get("accumulate_grad_batches", 1)
+        if acc != 1:
+            errors.append(f"trainer.accumulate_grad_batches={acc!r}: model=gan steps its two optimizers by hand, which "
+                          "Lightning's gradient accumulation does not support; leave it at 1 and raise data.batch_size")  # fmt: skip
+        return errors
+
+    @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
         errors = super().config_errors(cfg)
         loss = cfg.get("loss", "nonsaturating")

@@ -55,6 +55,7 @@ def test_every_option_of_the_other_groups_instantiates(tmp_path, group):
         ("trainer.precision=8-bit", "trainer.precision='8-bit'"),
         ("seed=-3", "seed=-3"),
         ("data.val_fraction=1.5", "data.val_fraction=1.5"),
+        ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0"),
     ],
 )
 def test_bad_values_are_named_with_what_is_allowed(tmp_path, override, needle):

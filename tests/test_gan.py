@@ -355,6 +355,22 @@ def test_bad_input_is_refused_before_training(tiny_config, tmp_path):
     assert not (tmp_path / "checkpoints").exists()  # nothing trained
 
 
+def test_trainer_settings_of_automatic_optimisation_are_refused_before_training(tiny_config, tmp_path):
+    cfg = tiny_config("model=gan", "data=rings", "trainer.gradient_clip_val=1.0", "+trainer.accumulate_grad_batches=2")
+    errors = config_errors(cfg)
+    assert len(errors) == 2
+    assert errors[0].startswith("trainer.gradient_clip_val=1.0: model=gan steps its two optimizers by hand")
+    assert "model.spectral_norm=true" in errors[0]
+    assert errors[1].startswith("trainer.accumulate_grad_batches=2: model=gan steps its two optimizers by hand")
+    assert "raise data.batch_size" in errors[1]
+    with pytest.raises(ConfigError):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+    # the other families clip and accumulate through Lightning
+    assert config_errors(tiny_config("model=vae", "data=rings", "trainer.gradient_clip_val=1.0",
+                                     "+trainer.accumulate_grad_batches=2")) == []  # fmt: skip
+
+
 def test_wgan_gp_refuses_batch_norm_in_the_critic(tiny_config):
     errors = config_errors(
         tiny_config("model=gan", "data=mnist5k", "model.loss=wgan-gp", "net.image.discriminator.norm=batch")
