@@ -84,18 +84,30 @@ def _med(d: dict[str, Any]) -> float:
     return d["median"]
 
 
+def _floors(o: dict[str, Any]) -> str:
+    """The bare step inside the same ``Trainer`` (manual and automatic optimisation) against the bare loop,
+    and genbench over the closer of the two (the one with genbench's optimisation mode)."""
+    if "lightning_floor_vs_bare" not in o:
+        return ""
+    text = f"; the bare step in the same `Trainer`: {_x(o['lightning_floor_vs_bare'], 3)} by hand"
+    if "lightning_auto_floor_vs_bare" in o:
+        return (text + f", {_x(o['lightning_auto_floor_vs_bare'], 3)} with Lightning's automatic optimisation; genbench "
+                f"over the latter {_x(o['genbench_vs_lightning_auto_floor'], 3)}")  # fmt: skip
+    return text + f"; genbench over it {_x(o['genbench_vs_lightning_floor'], 3)}"
+
+
 def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     rows = []
     if "train_overhead" in r:
         rec = r["train_overhead"]
-        for fam, o in rec["overhead"].items():
+        for fam, o in [*rec["overhead"].items(), *rec.get("overhead_toy", {}).items()]:
             wall = f"; wall clock {_x(o['ratio_by_clock']['wall'], 3)}" if o.get("clock") == "cpu" else ""
             per = o.get("ratio_per_repeat")
             spread = f" (repeats {min(per):.3f}–{max(per):.3f})" if per else ""
-            if "lightning_floor_vs_bare" in o:
-                spread += (f"; the bare step in the same `Trainer` {_x(o['lightning_floor_vs_bare'], 3)}, genbench over it "
-                           f"{_x(o['genbench_vs_lightning_floor'], 3)}")
-            rows.append((f"Training loop, {fam.upper()} (batch {o['batch_size']}): genbench `Trainer` / bare PyTorch",
+            spread += _floors(o)
+            data = f" on {o['data']}" if o.get("data", "mnist5k") != "mnist5k" else ""
+            step = f", {o['bare_ms_per_step']:.1f} ms per bare step" if "bare_ms_per_step" in o else ""
+            rows.append((f"Training loop, {fam.upper()}{data} (batch {o['batch_size']}{step}): genbench `Trainer` / bare PyTorch",
                          f"{_n(_med(o['genbench_images_per_s']))} / {_n(_med(o['bare_images_per_s']))} img/s "
                          f"({_clock(o.get('clock'))}) = {_x(o['ratio'], 3)}{spread}{wall}",
                          f"≥ {o['target']}×", _met(o["met"])))  # fmt: skip

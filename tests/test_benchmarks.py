@@ -93,8 +93,8 @@ def test_peak_rss_sees_a_held_allocation():
 def _train_overhead_record(records: Path) -> Path:
     out = records / "train_overhead_quick.json"
     if not out.exists():
-        argv = ["--quick", "--families", "gan", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1",
-                "--out", str(out)]  # fmt: skip
+        argv = ["--quick", "--families", "gan", "vae", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                "--toy-steps", "2", "--out", str(out)]  # fmt: skip
         assert train_overhead.main(argv) == 0
     return out
 
@@ -112,9 +112,18 @@ def test_train_overhead_record(one_thread, records):
         assert len(per) == rec["settings"]["repeats"] and min(per) <= o["ratio"] <= max(per)
         _summary_ok(o["lightning_floor_images_per_s"])  # the bare step in the Trainer ran the same steps
         assert o["lightning_floor_vs_bare"] > 0 and o["genbench_vs_lightning_floor"] > 0
+        assert o["lightning_auto_floor"]["skipped"]  # two optimizers stepped by hand: no automatic floor
+        assert o["data"] == "mnist5k" and o["bare_ms_per_step"] > 0
         assert rec["adam_implementations"][fam]["for_loop_s_per_step"]["median"] > 0
         _clocks_ok(rec["adam_implementations"][fam]["for_loop_s_per_step_by_clock"])
         assert set(rec["gpu_options"][fam]) == {"bf16_mixed", "channels_last", "torch_compile", "fused_adamw"}
+    vae = rec["overhead"]["vae"]  # one optimizer: the bare step also runs under automatic optimisation
+    _summary_ok(vae["lightning_auto_floor_images_per_s"])
+    assert vae["lightning_auto_floor_vs_bare"] > 0 and vae["genbench_vs_lightning_auto_floor"] > 0
+    toy = rec["overhead_toy"]
+    assert set(toy) == {"gan", "vae"} and all(t["data"] == "rings" and t["batch_size"] == 256 for t in toy.values())
+    _summary_ok(toy["vae"]["lightning_auto_floor_images_per_s"])  # the Gaussian-likelihood bare VAE step ran
+    assert rec["summary"]["toy_min_ratio"] == min(t["ratio"] for t in toy.values())
     _clocks_ok(rec["ema_update"]["gan"]["s_by_clock"]["genbench"])
     assert rec["ema_update"]["gan"]["tensors"] > 0 and train_overhead.ema_update("vae", None, 1)["skipped"]
     if not rec["machine"]["gpu"]:
@@ -197,3 +206,20 @@ def test_render_readme_between_markers(one_thread, records, tmp_path):
     text = readme.read_text()
     assert "PREVIOUS-TABLE" not in text and text.endswith(f"{render_readme.END}\n\n## Reliability\n") and table in text
     assert render_readme.render({}).startswith("No benchmark records")
+
+
+@pytest.mark.parametrize("family,data", [("vae", "mnist5k"), ("vae", "rings"), ("ddpm", "rings")])
+def test_bare_loss_is_genbench_loss(family, data):
+    """The bare loop times the same maths: its loss equals genbench's on the same batch and random draws."""
+    import copy
+
+    import torch
+
+    model, dm, cfg = common.build(family, train_overhead.overrides(family, 8, torch.device("cpu"), [f"data={data}"]))
+    parts = train_overhead.bare_parts(family, copy.deepcopy(model), cfg, torch.device("cpu"))
+    x = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)[0]
+    torch.manual_seed(3)
+    ours = model.negative_elbo(x)["loss"].mean() if family == "vae" else model.simple_loss(x)
+    torch.manual_seed(3)
+    bare = parts.loss(x)
+    assert torch.allclose(bare, ours, rtol=1e-5, atol=1e-5), (float(bare), float(ours))
