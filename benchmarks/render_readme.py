@@ -158,14 +158,20 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
             c = rec["curves"][data]
             p = c["points"]
             ddpm = next(k for k in p if k.startswith("ddpm"))
+            variants = rec["settings"].get("ddim_variants") or {}
             for eta, ratio in by_eta.items():
-                name = "ddim-50" if eta == "eta=0" else f"ddim-50-eta{eta.split('=')[1]}"
+                if eta in variants:  # "eta=0 quadratic" -> ddim-50-quad
+                    name, desc = f"ddim-50{variants[eta]['suffix']}", f"η = {variants[eta]['eta']:g}"
+                    desc += "" if variants[eta]["spacing"] == "linear" else f", {variants[eta]['spacing']} steps"
+                else:  # records before the variants: eta=0 / eta=1 on linear steps
+                    name = "ddim-50" if eta == "eta=0" else f"ddim-50-eta{eta.split('=')[1]}"
+                    desc = f"η = {eta.split('=')[1]}"
                 extra = ""
                 if p[ddpm].get("high_quality_share") is not None:
                     extra = f"; within 3σ of a mode {p[name]['high_quality_share']:.1%} vs {p[ddpm]['high_quality_share']:.1%}"
                 if c.get("real_floor_fid") is not None:
                     extra += f"; real samples {c['real_floor_fid']:.3g}"
-                rows.append((f"DDIM-50 (η = {eta.split('=')[1]}) vs {ddpm.upper()} FID, {data} ({c['model']['description']}, "
+                rows.append((f"DDIM-50 ({desc}) vs {ddpm.upper()} FID, {data} ({c['model']['description']}, "
                              f"n = {c['num_samples']})",
                              f"{p[name]['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}{extra}",
                              f"≤ {t['fid_ratio_target']:.2f}× (or ≤ real samples)", _met(t["fid_met"][data][eta])))  # fmt: skip

@@ -2,7 +2,8 @@
 
 1. **Speed**: images/s and network evaluations per sample (NFE) of ``model.sample(n)`` for the GAN,
    the VAE, DDPM with all T = 1000 steps (Algorithm 2) and DDIM with 10/20/50/100 steps (η = 0, the
-   deterministic sampler, and η = 1, eq. 16 with the DDPM posterior's noise), with each
+   deterministic sampler, and η = 1, eq. 16 with the DDPM posterior's noise, on linearly spaced
+   steps; and η = 0 on quadratically spaced ones, Song et al.'s CIFAR-10 setting), with each
    family's default mnist5k network, the variants interleaved after a warm-up. Sampling speed does
    not depend on the weights, so these networks are untrained. On the CPU, images/s are over this
    process's CPU time (one torch thread), which other jobs on a shared machine do not inflate.
@@ -14,7 +15,7 @@
    a checkpoint given with ``--image-ckpt``. The record says which model was used. The samplers get
    the same number of samples and the same seed, so their FIDs differ by the sampler only.
 
-Target: DDIM-50 ≥ 15× faster than DDPM-1000 at ≤ 10 % worse FID, checked for each η; a FID no
+Target: DDIM-50 ≥ 15× faster than DDPM-1000 at ≤ 10 % worse FID, checked for each variant; a FID no
 higher than that of as many real training samples (the estimator's floor at this n) also counts. Measured on
 the small default networks here, deterministic DDIM (η = 0) is the worse of the two: its ODE follows
 the ε-network's errors without the noise that lets Algorithm 2 correct them (on rings ~0.5 % of the
@@ -42,20 +43,25 @@ from benchmarks import common  # noqa: E402
 
 SPEEDUP_TARGET, FID_TOLERANCE = 15.0, 0.10
 DDIM_STEPS = (10, 20, 50, 100)
-#: DDIM's η (Song et al. 2021, eq. 16): name suffix -> η. ``ddim-50`` is η = 0, ``ddim-50-eta1`` η = 1.
-ETAS = {"": 0.0, "-eta1": 1.0}
+#: The DDIM variants: name suffix -> η (Song et al. 2021, eq. 16) and timestep spacing (their App. D.2).
+#: ``ddim-50`` is η = 0 on linearly spaced steps, ``ddim-50-eta1`` η = 1, ``ddim-50-quad`` η = 0 on
+#: quadratically spaced steps (their CIFAR-10 setting).
+VARIANTS = {"": {"eta": 0.0, "spacing": "linear"}, "-eta1": {"eta": 1.0, "spacing": "linear"},
+            "-quad": {"eta": 0.0, "spacing": "quadratic"}}  # fmt: skip
 
 
 def samplers(T: int = 1000) -> dict[str, dict[str, Any]]:
     """The DDPM sampling variants: name -> ``model.sample`` keyword arguments (DDIM step counts up to T)."""
     out = {f"ddpm-{T}": {"sampler": "ddpm", "steps": T}}
-    for suffix, eta in ETAS.items():
-        out.update({f"ddim-{s}{suffix}": {"sampler": "ddim", "steps": s, "eta": eta} for s in DDIM_STEPS if s <= T})
+    for suffix, v in VARIANTS.items():
+        out.update({f"ddim-{s}{suffix}": {"sampler": "ddim", "steps": s, **v} for s in DDIM_STEPS if s <= T})
     return out
 
 
-def eta_label(eta: float) -> str:
-    return f"eta={eta:g}"
+def variant_label(suffix: str) -> str:
+    """``eta=0``, ``eta=1``, ``eta=0 quadratic``: the record's key of a DDIM variant."""
+    v = VARIANTS[suffix]
+    return f"eta={v['eta']:g}" + ("" if v["spacing"] == "linear" else f" {v['spacing']}")
 
 
 # --- 1. speed ---------------------------------------------------------------------------------------
@@ -136,17 +142,17 @@ def curve(model: Any, data: str, num_samples: int, batch_size: int, device: torc
     out = {"num_samples": num_samples, "features": evaluator.feature_name, "eval_overrides": list(eval_overrides),
            "points": points, "real_floor_fid": floor, "ddim50_fid_vs_ddpm1000": {},
            "ddim50_vs_ddpm1000_speedup_in_eval": {}, "ddim50_at_floor": {}}  # fmt: skip
-    for suffix, eta in ETAS.items():
-        ddim50 = points.get(f"ddim-50{suffix}")
-        out["ddim50_fid_vs_ddpm1000"][eta_label(eta)] = ddim50["fid"] / ddpm["fid"] if ddim50 and ddpm["fid"] else None
-        out["ddim50_at_floor"][eta_label(eta)] = bool(ddim50 and ddim50["fid"] <= floor)
-        out["ddim50_vs_ddpm1000_speedup_in_eval"][eta_label(eta)] = (
+    for suffix in VARIANTS:
+        ddim50, label = points.get(f"ddim-50{suffix}"), variant_label(suffix)
+        out["ddim50_fid_vs_ddpm1000"][label] = ddim50["fid"] / ddpm["fid"] if ddim50 and ddpm["fid"] else None
+        out["ddim50_at_floor"][label] = bool(ddim50 and ddim50["fid"] <= floor)
+        out["ddim50_vs_ddpm1000_speedup_in_eval"][label] = (
             ddim50["sample_images_per_s"] / ddpm["sample_images_per_s"] if ddim50 and ddpm["sample_images_per_s"] else None)
     return out
 
 
 def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
-    """FID against NFE (log scale), one panel per data set: DDIM as a line per η, DDPM-1000 as a star."""
+    """FID against NFE (log scale), one panel per data set: DDIM as a line per variant, DDPM-1000 as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,11 +161,12 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (data, c) in zip(axes[0], curves.items(), strict=True):
         pts = c["points"]
-        for suffix, eta in ETAS.items():
+        for (suffix, v), style in zip(VARIANTS.items(), ("o-", "s--", "^-."), strict=True):
             ddim = [(pts[f"ddim-{s}{suffix}"]["nfe"], pts[f"ddim-{s}{suffix}"]["fid"]) for s in DDIM_STEPS
                     if f"ddim-{s}{suffix}" in pts]  # fmt: skip
             if ddim:
-                ax.plot(*zip(*ddim, strict=True), "o-" if eta == 0 else "s--", label=f"DDIM (η = {eta:g})")
+                spacing = "" if v["spacing"] == "linear" else f", {v['spacing']} steps"
+                ax.plot(*zip(*ddim, strict=True), style, label=f"DDIM (η = {v['eta']:g}{spacing})")
         for name, p in pts.items():
             if name.startswith("ddpm"):
                 ax.plot(p["nfe"], p["fid"], "*", ms=12, color="tab:red", label=name.upper())
@@ -200,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     rings_steps = args.rings_train_steps or (600 if quick else 2000)
     rings_samples = args.rings_samples or (500 if quick else 2000)
     image_curve = (not quick) if args.image_curve is None else args.image_curve
-    record = common.start_record("sampling", args, speed_batch=n, repeats=repeats, ddim_etas=list(ETAS.values()),
+    record = common.start_record("sampling", args, speed_batch=n, repeats=repeats,
+                                 ddim_variants={variant_label(k): {"suffix": k, **v} for k, v in VARIANTS.items()},
                                  ddpm_overrides=args.ddpm_overrides)  # fmt: skip
     record["speed"] = s = speed(n, repeats, device, args.ddpm_overrides)
     print(f"speed (n={n}): " + ", ".join(f"{k} {v['images_per_s']['median']:.3g} img/s" for k, v in s.items()
@@ -238,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     png = plot(plotted, common.record_path("sampling", args).with_name(f"sampling_quality_speed{'_quick' if quick else ''}.png"))
     record["plot"] = str(png.relative_to(common.ROOT)) if png.is_relative_to(common.ROOT) else str(png)
     speedup = s["ddim50_vs_ddpm1000_speedup"]
-    fid_ratios = {k: v["ddim50_fid_vs_ddpm1000"] for k, v in plotted.items()}  # data -> {eta=...: ratio}
+    fid_ratios = {k: v["ddim50_fid_vs_ddpm1000"] for k, v in plotted.items()}  # data -> {variant label: ratio}
     record["targets"] = {
         "ddim50_speedup": speedup, "speedup_target": SPEEDUP_TARGET,
         "speedup_met": speedup is not None and speedup >= SPEEDUP_TARGET,

@@ -89,6 +89,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     eval_cfg = EvalConfig.from_node(eval_node)
 
     if model is not None:
+        errors = model.sample_kwargs_errors(dict(eval_cfg.sample_kwargs))
+        if errors:
+            raise ConfigError(errors)
         data_cfg = cfg.data if cfg.get("data") is not None else (model.run_config or {}).get("data")
         if not data_cfg:
             raise ConfigError([f"ckpt={cfg.ckpt!r}: the checkpoint names no data set; give data=NAME"])

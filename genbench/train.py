@@ -183,12 +183,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = instantiate(cfg.model, _convert_="all")  # plain lists/dicts: checkpoints load with weights_only=True
     model.run_config = resolved_config(cfg)
     resumed = check_resume_checkpoint(ckpt_path, model.family)
+    eval_callback = build_eval_callback(cfg)  # None when eval.every_n_steps=0 and eval.final=false
+    errors = model.sample_kwargs_errors(dict(cfg.eval.sample_kwargs or {})) if eval_callback else []
+    if errors:  # the evaluations would sample only after training
+        raise ConfigError(errors)
 
     logger_nodes = list((cfg.get("logger") or {}).values())
     run_id = wandb_run_id(logger_nodes, resumed)  # a resumed run continues its W&B run
     loggers = build_loggers(cfg, run_id)
     stats = TrainStats()
-    eval_callback = build_eval_callback(cfg)  # None when eval.every_n_steps=0 and eval.final=false
     callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats, RNGState()] + ([eval_callback] if eval_callback else [])
     callbacks += [WandbRunId(run_id)] if run_id else []
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,

@@ -98,6 +98,14 @@ class GenerativeModule(L.LightningModule):
         """Network evaluations per sample for ``sample(**sample_kwargs)``."""
         return 1
 
+    def sample_kwargs_errors(self, sample_kwargs: dict[str, Any], option: str = "eval.sample_kwargs") -> list[str]:
+        """Problems with ``sample(**sample_kwargs)``, one message each, found before any sampling.
+
+        ``None`` values leave the model's default. Families ignore the keywords they do not have
+        (the same ``eval.sample_kwargs`` then serves a sweep over families); the DDPM checks its own.
+        """
+        return []
+
     def nll_bpd(self, x0: Tensor) -> Tensor:
         """Negative log-likelihood bound in bits per dimension, one value per example.
 

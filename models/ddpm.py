@@ -24,11 +24,13 @@ from rich.progress import track
 from torch import Tensor, nn
 
 from models.base import GenerativeModule, eval_mode
-from models.diffusion import VARIANCES, NoiseSchedule, schedule_errors
+from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule, schedule_errors
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
 
 SAMPLERS = ("ddpm", "ddim")
+#: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
+SAMPLE_KWARGS = ("sampler", "steps", "eta", "spacing")
 LR_DECAYS = ("none", "cosine")
 
 
@@ -51,7 +53,9 @@ class DDPM(GenerativeModule):
     variance: σ_t² of the reverse process, ``beta`` (β_t) or ``posterior`` (β̃_t) (§3.2).
     ema_decay: decay of the EMA of the weights used for sampling and the bound; ``null``
         samples with the raw weights. ``ema_warmup_steps`` ramps it up (see :class:`models.ema.EMA`).
-    sampler, sample_steps, eta: defaults of :meth:`sample` (``sample_steps: null`` = all T).
+    sampler, sample_steps, eta, sample_spacing: defaults of :meth:`sample` (``sample_steps: null`` = all T;
+        ``sample_spacing``: ``linear`` or ``quadratic`` timesteps of a shorter chain, see
+        :meth:`~models.diffusion.NoiseSchedule.timesteps`).
     clip_denoised: clip x̂_0 to the data range while sampling images (no effect on points).
     nll_batch_size: held-out examples whose full bound is logged as ``val/nll_bpd`` (0 = off),
         every ``nll_every_n_val`` validations; ``nll_chunk`` rows go through the net at once.
@@ -83,6 +87,7 @@ class DDPM(GenerativeModule):
         sampler: str = "ddpm",
         sample_steps: int | None = None,
         eta: float = 0.0,
+        sample_spacing: str = "linear",
         clip_denoised: bool = True,
         nll_batch_size: int = 8,
         nll_every_n_val: int = 1,
@@ -109,6 +114,7 @@ class DDPM(GenerativeModule):
         self.T, self.variance = int(T), variance
         self.ema = EMA(net, ema_decay, ema_warmup_steps) if ema_decay is not None else None
         self.sampler, self.sample_steps, self.eta = sampler, sample_steps, float(eta)
+        self.sample_spacing = sample_spacing
         self.clip_denoised = bool(clip_denoised)
         self.nll_batch_size, self.nll_every_n_val, self.nll_chunk = (
             int(nll_batch_size),
@@ -196,25 +202,41 @@ class DDPM(GenerativeModule):
 
     # --- sampling: Algorithm 2 and DDIM -------------------------------------------------
     def resolve_sampling(
-        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None
-    ) -> tuple[str, int, float]:
-        """The sampler, number of steps and η that :meth:`sample` will use (config defaults filled in)."""
+        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+        spacing: str | None = None,
+    ) -> tuple[str, int, float, str]:
+        """The sampler, number of steps, η and timestep spacing that :meth:`sample` will use (config defaults filled in)."""
         sampler = self.sampler if sampler is None else sampler
         steps = (self.sample_steps or self.T) if steps is None else steps
         eta = self.eta if eta is None else eta
+        spacing = self.sample_spacing if spacing is None else spacing
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing={spacing!r}: must be one of {list(SPACINGS)}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}: must be one of {list(SAMPLERS)}")
         if not _is_int(steps, 1) or steps > self.T:
             raise ValueError(f"steps={steps!r}: must be an integer in [1, T] = [1, {self.T}]")
         if not _is_number(eta) or eta < 0:
             raise ValueError(f"eta={eta!r}: must be a number >= 0")
-        return sampler, steps, float(eta)
+        return sampler, steps, float(eta), spacing
 
     def nfe(
-        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None, **_: Any
+        self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+        spacing: str | None = None, **_: Any,
     ) -> int:
         """One network evaluation per step."""
-        return self.resolve_sampling(sampler, steps, eta)[1]
+        return self.resolve_sampling(sampler, steps, eta, spacing)[1]
+
+    def sample_kwargs_errors(self, sample_kwargs: dict[str, Any], option: str = "eval.sample_kwargs") -> list[str]:
+        given = {k: v for k, v in sample_kwargs.items() if v is not None}
+        unknown = sorted(set(given) - set(SAMPLE_KWARGS))
+        if unknown:
+            return [f"{option}: {unknown} are not options of the DDPM's sample(); allowed: {list(SAMPLE_KWARGS)}"]
+        try:
+            self.resolve_sampling(**given)
+        except ValueError as e:
+            return [f"{option}.{e}"]  # e.g. eval.sample_kwargs.steps=2000: must be an integer in [1, T] = [1, 1000]
+        return []
 
     @torch.no_grad()
     def sample(
@@ -224,6 +246,7 @@ class DDPM(GenerativeModule):
         steps: int | None = None,
         sampler: str | None = None,
         eta: float | None = None,
+        spacing: str | None = None,
         return_trajectory: bool = False,
         progress: bool | None = None,
         use_ema: bool = True,
@@ -239,6 +262,7 @@ class DDPM(GenerativeModule):
                 (Nichol & Dhariwal 2021, §4); DDIM strides over the same timesteps.
             sampler: ``ddpm`` (Algorithm 2) or ``ddim`` (Song et al. 2021, eq. 12).
             eta: DDIM's η (0: deterministic).
+            spacing: ``linear`` or ``quadratic`` timesteps when ``steps < T`` (``None``: ``sample_spacing``).
             return_trajectory: also return the chain x_T, …, x_0 as ``[steps + 1, n, *data_shape]``.
             progress: show a progress bar; ``None`` shows one on a terminal outside training.
             use_ema: sample with the EMA weights (the default) when the model keeps them.
@@ -248,12 +272,12 @@ class DDPM(GenerativeModule):
         """
         if kwargs:
             raise TypeError(f"DDPM.sample got unexpected arguments {sorted(kwargs)}")
-        sampler, steps, eta = self.resolve_sampling(sampler, steps, eta)
+        sampler, steps, eta, spacing = self.resolve_sampling(sampler, steps, eta, spacing)
         if progress is None:
             in_fit = self._trainer is not None and self._trainer.state.status == TrainerStatus.RUNNING
             progress = sys.stderr.isatty() and not in_fit
         clip = self.data_range if self.clip_denoised else None
-        timesteps = self.schedule.timesteps(steps).tolist()  # τ_1 < … < τ_S, 0-indexed
+        timesteps = self.schedule.timesteps(steps, spacing).tolist()  # τ_1 < … < τ_S, 0-indexed
         respaced = self.schedule if steps == self.T else self.schedule.respaced(torch.tensor(timesteps))
 
         x = self.randn(n, *self.data_shape, generator=generator)  # Algorithm 2, line 1: x_T ~ N(0, I)
@@ -341,6 +365,8 @@ class DDPM(GenerativeModule):
         eta = g("eta", 0.0)
         if not _is_number(eta) or eta < 0:
             errors.append(f"model.eta={eta!r}: must be a number >= 0 (DDIM's η)")
+        if g("sample_spacing", "linear") not in SPACINGS:
+            errors.append(f"model.sample_spacing={g('sample_spacing')!r}: must be one of {list(SPACINGS)}")
         decay = g("ema_decay", 0.9999)
         if decay is not None and (not _is_number(decay) or not 0 <= decay < 1):
             errors.append(f"model.ema_decay={decay!r}: must be null (no EMA) or a number in [0, 1)")

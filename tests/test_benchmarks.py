@@ -157,8 +157,10 @@ def test_sampling_record(one_thread, records):
         "gan": 1, "vae": 1, "ddpm-60": 60, "ddim-10": 10, "ddim-20": 20, "ddim-50": 50}  # fmt: skip
     _clocks_ok(speed["ddim-10"]["images_per_s_by_clock"])
     points = rec["curves"]["rings"]["points"]
-    assert set(points) == {"ddpm-60", "ddim-10", "ddim-20", "ddim-50", "ddim-10-eta1", "ddim-20-eta1", "ddim-50-eta1"}
-    assert set(rec["targets"]["fid_met"]["rings"]) == {"eta=0", "eta=1"}
+    assert set(points) == {"ddpm-60", *(f"ddim-{s}{v}" for s in (10, 20, 50) for v in ("", "-eta1", "-quad"))}
+    assert set(rec["targets"]["fid_met"]["rings"]) == {"eta=0", "eta=1", "eta=0 quadratic"}
+    assert rec["settings"]["ddim_variants"]["eta=0 quadratic"] == {"suffix": "-quad", "eta": 0.0, "spacing": "quadratic"}
+    assert points["ddim-50-quad"]["fid"] != points["ddim-50"]["fid"]  # other timesteps, same x_T: another FID
     floor = rec["curves"]["rings"]["real_floor_fid"]
     assert math.isfinite(floor) and rec["curves"]["rings"]["ddim50_at_floor"]["eta=1"] == (points["ddim-50-eta1"]["fid"] <= floor)
     ratio = rec["curves"]["rings"]["ddim50_fid_vs_ddpm1000"]["eta=1"]

@@ -158,6 +158,7 @@ def test_time_mlp_shapes():
             r"model.sample_steps=2000: must be null .* \[1, T=1000\]",
         ),
         (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim'\]"),
+        (["model.sample_spacing=cubic"], r"model.sample_spacing='cubic': must be one of \['linear', 'quadratic'\]"),
         (["model.ema_decay=1.0"], r"model.ema_decay=1.0: must be null \(no EMA\) or a number in \[0, 1\)"),
         (["net=unet_cifar10"], "model.net.image_size=28: the UNet halves it 3 times"),
         (["net.image.eps_net.groups=5"], "model.net.groups=5: must divide every level's channel count"),
@@ -176,6 +177,8 @@ def test_sample_refuses_more_steps_than_T():
         model.sample(2, sampler="ddim", steps=21)
     with pytest.raises(ValueError, match="sampler='euler'"):
         model.sample(2, sampler="euler")
+    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+        model.sample(2, sampler="ddim", steps=5, spacing="cubic")
 
 
 # --- sampling -----------------------------------------------------------------------------------
@@ -193,6 +196,14 @@ def test_sampling_options_nfe_and_trajectory():
     assert torch.equal(ddim[0], traj[0])  # same x_T
     # η = 0 is deterministic given x_T; the strided DDPM runs Algorithm 2 on the respaced schedule
     assert torch.isfinite(model.sample(5, sampler="ddpm", steps=7, progress=True)).all()
+    # quadratic spacing: the same x_T, other timesteps, so another x_0; over all T steps both spacings are one chain
+    quad = model.sample(5, generator=g(), sampler="ddim", steps=10, spacing="quadratic", return_trajectory=True)[1]
+    assert torch.equal(quad[0], ddim[0]) and not torch.allclose(quad[-1], ddim[-1])
+    assert model.nfe(sampler="ddim", steps=10, spacing="quadratic") == 10
+    assert torch.equal(model.sample(5, generator=g(), sampler="ddim", spacing="quadratic"),
+                       model.sample(5, generator=g(), sampler="ddim"))  # fmt: skip
+    model.sample_spacing = "quadratic"  # the config default (model.sample_spacing) when not given
+    assert torch.equal(model.sample(5, generator=g(), sampler="ddim", steps=10), quad[-1])
 
 
 # --- training end to end ------------------------------------------------------------------------
@@ -299,13 +310,13 @@ def test_ddpm_learns_rings_in_a_short_run(tiny_config, tmp_path):
 def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_runs(tiny_config, tmp_path):
     """conf/eval_family/ddpm.yaml: a 100-step chain and the bound on 50 examples, unless overridden;
     genbench-evaluate samples a checkpoint as its training run did."""
-    assert compose_config(["model=vae"]).eval.sample_kwargs == {"sampler": None, "steps": None, "eta": None}
+    assert compose_config(["model=vae"]).eval.sample_kwargs == {"sampler": None, "steps": None, "eta": None, "spacing": None}
     assert compose_config(["model=vae"]).eval.nll_samples == 500
     cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "eval.final=true", "eval.num_samples=20")
-    assert cfg.eval.sample_kwargs == {"sampler": None, "steps": 100, "eta": None} and cfg.eval.nll_samples == 50
+    assert cfg.eval.sample_kwargs == {"sampler": None, "steps": 100, "eta": None, "spacing": None} and cfg.eval.nll_samples == 50
     assert tiny_config("model=ddpm", "eval.sample_kwargs.steps=null").eval.sample_kwargs.steps is None
     assert tiny_config("model=ddpm", "eval.sample_kwargs={sampler: ddim, steps: 20}").eval.sample_kwargs == {
-        "sampler": "ddim", "steps": 20, "eta": None}
+        "sampler": "ddim", "steps": 20, "eta": None, "spacing": None}
     assert train(cfg)["eval"]["nfe"] == 100
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
@@ -318,6 +329,26 @@ def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_ru
     record = evaluate_ckpt("eval.sample_kwargs={sampler: ddim, steps: 10}", "eval.nll_samples=0")
     assert record["nfe"] == 10 and record["eval_config"]["nll_samples"] == 0
     assert evaluate_ckpt("eval.sample_kwargs.steps=1000", "eval.num_samples=2")["nfe"] == 1000
+    record = evaluate_ckpt("eval.sample_kwargs={sampler: ddim, steps: 10, spacing: quadratic}", "eval.nll_samples=0")
+    assert record["nfe"] == 10 and record["eval_config"]["sample_kwargs"]["spacing"] == "quadratic"
+    before = (tmp_path / "eval" / "results.json").read_text()
+    with pytest.raises(ConfigError, match=r"eval.sample_kwargs.spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+        evaluate_ckpt("eval.sample_kwargs.spacing=cubic")
+    assert (tmp_path / "eval" / "results.json").read_text() == before  # the last good record is kept
+
+
+def test_bad_sample_kwargs_fail_before_training(tiny_config, tmp_path):
+    """The evaluations would only sample after training: their options are checked before it."""
+    with pytest.raises(ConfigError, match=r"eval.sample_kwargs.steps=2000: must be an integer in \[1, T\] = \[1, 1000\]"):
+        train(tiny_config("model=ddpm", "data=rings", "eval.final=true", "eval.sample_kwargs.steps=2000"))
+    with pytest.raises(ConfigError, match=r"eval.sample_kwargs: \['stepz'\] are not options of the DDPM's sample\(\)"):
+        train(tiny_config("model=ddpm", "data=rings", "eval.every_n_steps=2", "+eval.sample_kwargs.stepz=5"))
+    assert not (tmp_path / "checkpoints").exists()
+    # no evaluation, no sampling: a DDPM with T = 60 trains under the family's 100-step evaluation default
+    assert train(tiny_config("model=ddpm", "data=rings", "model.T=60", "trainer.max_steps=1"))["status"] == "ok"
+    # the other families have no sampling options: the same eval config serves a sweep over families
+    vae = instantiate(tiny_config("model=vae", "data=rings").model, _convert_="all")
+    assert vae.sample_kwargs_errors({"steps": 2000, "spacing": "cubic"}) == []
 
 
 @pytest.mark.slow

@@ -202,6 +202,24 @@ def test_ddim_needs_noise_for_eta():
         NoiseSchedule.linear().ddim_step(torch.zeros(1, 2), 5, 4, torch.zeros(1, 2), eta=0.5)
 
 
+def test_quadratic_timesteps_by_hand():
+    """τ_i = round(999 (i / (S − 1))²) (Song et al. 2021, App. D.2), ties at the low end moved up by one."""
+    s = NoiseSchedule.linear()
+    assert s.timesteps(10, "quadratic").tolist() == [0, 12, 49, 111, 197, 308, 444, 604, 789, 999]
+    # S = 50: 999 (1/49)² = 0.42 rounds to 0, a repeat of τ_0, so it becomes 1; then 1.66 -> 2, 3.74 -> 4, 6.66 -> 7
+    assert s.timesteps(50, "quadratic")[:5].tolist() == [0, 1, 2, 4, 7]
+    assert s.timesteps(100, "quadratic")[:3].tolist() == [0, 1, 2] and s.timesteps(100, "quadratic")[-1] == 999
+    assert torch.equal(s.timesteps(1000, "quadratic"), torch.arange(1000))
+    for T in (2, 7, 50):
+        small = NoiseSchedule.linear(T=T)
+        for steps in range(2, T + 1):
+            for spacing in ("linear", "quadratic"):
+                tau = small.timesteps(steps, spacing)
+                assert len(tau) == steps and tau[0] == 0 and tau[-1] == T - 1 and (tau[1:] > tau[:-1]).all()
+    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+        s.timesteps(10, "cubic")
+
+
 def test_strided_timesteps_and_respacing():
     s = NoiseSchedule.linear()
     tau = s.timesteps(50)
