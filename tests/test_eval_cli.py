@@ -110,22 +110,50 @@ def test_stored_samples_folder_and_npz_against_a_data_set(tmp_path):
         evaluate(eval_config(tmp_path, f"fake={npz}", f"real={folder}"))
 
 
-def test_stored_samples_features_are_cached_by_content(tmp_path):
-    """A re-run on the same files skips the extractor on both sides and gives the same numbers; changing
-    one pixel of one file is a different entry."""
+def test_stored_samples_features_are_cached_by_content(tmp_path, monkeypatch):
+    """A re-run on the same files skips the extractor on both sides and gives the same numbers, decoding
+    only the images of the sample grid; changing one pixel of one file is a different entry."""
+    from evaluation import sources
+
+    decoded = []  # the files each call decodes
+    real_load = sources.load_image_folder
+    monkeypatch.setattr(sources, "load_image_folder",
+                        lambda path, option, files=None: decoded.append(len(files or sources.image_files(path, option)))
+                        or real_load(path, option, files))  # fmt: skip
     val = MNIST5kDataModule(kind="image", shape=[1, 28, 28]).real_samples("val")[:200].clone()
     val[0, 0, :4, :4] = torch.tensor(list(os.urandom(16))).view(4, 4) / 127.5 - 1  # content no earlier run cached
     folder = write_pngs(tmp_path / "pngs", val)
-    first = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
-    again = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    first = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k", "eval.grid_size=16"))
+    assert decoded == [200]
+    again = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k", "eval.grid_size=16"))
+    assert decoded == [200, 16]  # the listing is unchanged: the cached features, and the 16 images of the grid
     assert (first["fake_features_cached"], again["fake_features_cached"]) == (False, True)
     same = ("fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "density", "coverage")
     assert {k: again[k] for k in same} == {k: first[k] for k in same}
     img = np.array(Image.open(folder / "0007.png"))
     img[5, 5] = 255 - img[5, 5]
     Image.fromarray(img).save(folder / "0007.png")
-    changed = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k"))
+    changed = evaluate(eval_config(tmp_path, f"fake={folder}", "data=mnist5k", "eval.grid_size=16"))
+    assert decoded[2] == 200  # a rewritten file: a new listing, read in full
     assert not changed["fake_features_cached"] and changed["fid"] != first["fid"]
+
+
+def test_a_folder_known_by_its_listing_is_decoded_only_when_needed(tmp_path):
+    """A real reference from a folder the cache knows has its fingerprint, count and shape without decoding;
+    its images are decoded when its statistics must be computed, and the digest matches the cached one."""
+    from evaluation.sources import TensorReference, read_samples
+
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    folder = write_pngs(tmp_path / "real", x.float().div(127.5).sub(1))
+    first = read_samples(str(folder), "real")
+    assert not first.lazy and first.unrecorded_listing is not None
+    first.record_listing()
+    second = read_samples(str(folder), "real")
+    ref = TensorReference(second, str(folder))
+    assert second.lazy and (ref.num_real, ref.data_shape, ref.is_image) == (5, (3, 8, 8), True)
+    assert ref.fingerprint == first.digest[:16] and second.lazy
+    assert torch.equal(second.rows(1, 2), first.x[1:3]) and second.lazy
+    assert torch.equal(ref.samples(), first.x) and not second.lazy
 
 
 def cache_snapshot() -> dict[str, str]:
