@@ -295,6 +295,7 @@ class StoredSamples:
         x: the samples, when already in memory.
         folder, files, meta: a folder whose ``files`` are decoded on demand; ``meta`` holds its
             ``digest``, ``n`` and ``shape`` from the cache.
+        option: the command-line option the samples came from (``fake`` / ``real``), named in errors.
     """
 
     def __init__(self, x: Tensor | None = None, folder: Path | None = None, files: list[Path] | None = None,
