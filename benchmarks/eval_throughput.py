@@ -150,11 +150,10 @@ def compare(tf_kwargs: dict[str, Any], ours: list[str], cache_dir: Path, out_dir
 
     set_cache(fresh_cache("warm"))
     genbench_evaluate(ours, out_dir)  # fills the cache the "cached" and "rerun" runs read
-    warm_real = cache_dir / "warm" / "real_stats"
     rerun_cache = fresh_cache("rerun")
-    shutil.copytree(warm_real, rerun_cache / "real_stats")
-    shutil.copytree(cache_dir / "warm" / "fake_features", rerun_cache / "fake_features")
-    for kind in ("image_folders", "datasets"):  # the folders' listings; mnist5k parsed (classifier space)
+    # both sides' statistics and features, the folders' listings, mnist5k parsed (classifier space only);
+    # rerun() asserts that both sides came from the cache
+    for kind in ("real_stats", "fake_features", "image_folders", "datasets"):
         if (cache_dir / "warm" / kind).is_dir():
             shutil.copytree(cache_dir / "warm" / kind, rerun_cache / kind)
 

@@ -190,10 +190,9 @@ def bare_parts(family: str, model: Any, cfg: Any, device: torch.device, fused: b
     The optimizer is ``cfg.model.optimizer`` built by genbench's ``make_optimizer`` (the same class,
     settings and kernel choice as genbench's); ``fused`` passes ``fused=`` to it when not None.
     """
-    model = _on_device(model, cfg, device)
-    opt_kwargs = {} if fused is None else {"fused": fused}
+    optimizer = _optimizer_factory(model, cfg, device, fused)
     if family == "vae":
-        opt = model.make_optimizer(list(model.parameters()), lr=model.lr, **opt_kwargs)
+        opt = optimizer(model.parameters(), model.lr)
         likelihood = type(model.likelihood).__name__
 
         def vae_loss(x: Tensor) -> Tensor:
@@ -215,7 +214,7 @@ def bare_parts(family: str, model: Any, cfg: Any, device: torch.device, fused: b
 
     if family == "ddpm":
         net, sched = model.net, model.schedule
-        opt = model.make_optimizer(list(net.parameters()), lr=model.lr, **opt_kwargs)
+        opt = optimizer(net.parameters(), model.lr)
         warmup = model.lr_warmup_steps
         lr_sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0)
         sqrt_ab, sqrt_1mab = sched.sqrt_alphas_cumprod, sched.sqrt_one_minus_alphas_cumprod
@@ -244,10 +243,14 @@ def bare_parts(family: str, model: Any, cfg: Any, device: torch.device, fused: b
     raise ValueError(f"no one-optimizer bare step for {family!r}")
 
 
-def _on_device(model: Any, cfg: Any, device: torch.device) -> Any:
-    model = model.to(device).train()
+def _optimizer_factory(model: Any, cfg: Any, device: torch.device,
+                       fused: bool | None) -> Callable[[Any, float], torch.optim.Optimizer]:  # fmt: skip
+    """Puts ``model`` on ``device`` in training mode; returns ``(params, lr) -> optimizer``: ``cfg.model.optimizer``
+    built by genbench's ``make_optimizer``, with ``fused=`` when ``fused`` is not None."""
+    model.to(device).train()
     model.optimizer_factory = instantiate(cfg.model.optimizer)
-    return model
+    kwargs = {} if fused is None else {"fused": fused}
+    return lambda params, lr: model.make_optimizer(list(params), lr=lr, **kwargs)
 
 
 def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bool | None = None) -> Callable[[Tensor], None]:
@@ -273,15 +276,10 @@ def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bo
 
 def _gan_step(model: Any, cfg: Any, device: torch.device, fused: bool | None) -> Callable[[Tensor], None]:
     """The non-saturating GAN's step: one discriminator and one generator update, each with its own optimizer."""
-    model = _on_device(model, cfg, device)
-    opt_kwargs = {} if fused is None else {"fused": fused}
-
-    def factory(params, lr: float) -> torch.optim.Optimizer:
-        return model.make_optimizer(list(params), lr=lr, **opt_kwargs)
-
+    optimizer = _optimizer_factory(model, cfg, device, fused)
     G, D = model.generator, model.discriminator
-    opt_g = factory(G.parameters(), lr=model.lr)
-    opt_d = factory(D.parameters(), lr=model.lr_d)
+    opt_g = optimizer(G.parameters(), model.lr)
+    opt_d = optimizer(D.parameters(), model.lr_d)
     g_params = list(G.parameters())
     ema = [p.detach().clone() for p in g_params]
     ema_buffers = [b.detach().clone() for b in G.buffers()]
@@ -307,7 +305,6 @@ def _gan_step(model: Any, cfg: Any, device: torch.device, fused: bool | None) ->
             torch._foreach_copy_(ema_buffers, list(G.buffers()))
 
     return step
-
 
 
 class BareLoop:
