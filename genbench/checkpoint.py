@@ -66,6 +66,42 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path, family: str | None 
     return meta
 
 
+# Network options added within a major.minor version, with the value that rebuilds the networks of
+# checkpoints written before the option existed (their configs lack the key).
+LEGACY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "models.nets.time_mlp.TimeMLP": {"linear_skip": False},
+}
+
+
+def with_legacy_defaults(node: Any) -> Any:
+    """A copy of a config tree (plain dicts/lists) with :data:`LEGACY_DEFAULTS` filled in where absent."""
+    if isinstance(node, list):
+        return [with_legacy_defaults(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: with_legacy_defaults(v) for k, v in node.items()}
+    for key, value in LEGACY_DEFAULTS.get(out.get("_target_"), {}).items():
+        out.setdefault(key, value)
+    return out
+
+
+def weights_mismatch(model: torch.nn.Module, state_dict: dict[str, Any]) -> str:
+    """How ``state_dict`` does not fit ``model`` (missing, unexpected or reshaped tensors); '' when it fits."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape (checkpoint vs model)", reshaped)):
+        if names:
+            parts.append(f"{label}: {', '.join(names[:3])}{f' (+{len(names) - 3} more)' if len(names) > 3 else ''}")
+    return "; ".join(parts)
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenerativeModule:
     """Rebuild the family's module from a checkpoint and load its weights (EMA included).
 
@@ -76,14 +112,14 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ge
     config = meta.get("config") or {}
     if "model" not in config:
         raise CheckpointError(f"checkpoint {path}: holds no model config")
-    model: GenerativeModule = instantiate(config["model"], _convert_="all")
+    model: GenerativeModule = instantiate(with_legacy_defaults(config["model"]), _convert_="all")
     if model.family != meta.get("family"):
         raise CheckpointError(
             f"checkpoint {path}: says family {meta.get('family')!r} but its config builds {model.family!r}"
         )
     model.on_load_checkpoint(ckpt)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the {model.family} model: {e}") from None
+    mismatch = weights_mismatch(model, ckpt["state_dict"])
+    if mismatch:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the {model.family} model its config builds ({mismatch})")
+    model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval()

@@ -66,14 +66,21 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
-def check_resume_checkpoint(ckpt_path: str | None, family: str) -> dict[str, Any] | None:
-    """A resumed checkpoint must be a readable genbench checkpoint of this family and version; returns it."""
+def check_resume_checkpoint(ckpt_path: str | None, model: Any) -> dict[str, Any] | None:
+    """A resumed checkpoint must be a readable genbench checkpoint of this family and version, with
+    weights that fit the model this run's config builds (checked before any training); returns it."""
     if ckpt_path is None:
         return None
-    from genbench.checkpoint import check_checkpoint, read_checkpoint
+    from genbench.checkpoint import CheckpointError, check_checkpoint, read_checkpoint, weights_mismatch
 
     ckpt = read_checkpoint(ckpt_path)
-    check_checkpoint(ckpt, ckpt_path, family=family)
+    check_checkpoint(ckpt, ckpt_path, family=model.family)
+    mismatch = weights_mismatch(model, ckpt["state_dict"])
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {ckpt_path}: its weights do not fit the {model.family} model this run's config builds "
+            f"({mismatch}); resume with the model.* and net.* settings of the run that wrote it"
+        )
     return ckpt
 
 
@@ -182,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     model = instantiate(cfg.model, _convert_="all")  # plain lists/dicts: checkpoints load with weights_only=True
     model.run_config = resolved_config(cfg)
-    resumed = check_resume_checkpoint(ckpt_path, model.family)
+    resumed = check_resume_checkpoint(ckpt_path, model)
     eval_callback = build_eval_callback(cfg)  # None when eval.every_n_steps=0 and eval.final=false
     errors = model.sample_kwargs_errors(dict(cfg.eval.sample_kwargs or {})) if eval_callback else []
     if errors:  # the evaluations would sample only after training

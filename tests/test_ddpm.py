@@ -269,6 +269,34 @@ def test_train_save_load_sample_images(tiny_config, tmp_path):
         model.nll_bpd(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
 
 
+def test_checkpoint_from_before_the_linear_skip_still_loads(tiny_config, tmp_path):
+    """Checkpoints written before TimeMLP had ``linear_skip`` (their config lacks the key) rebuild without it."""
+    train(tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "net.points.eps_net.linear_skip=false"))
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["genbench"]["config"]["model"]["net"]["linear_skip"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = load_model(tmp_path / "old.ckpt")
+    assert old.net.skip is None and not any(k.startswith("net.skip") for k in old.state_dict())
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(old.sample(4, generator=g(), sampler="ddim", steps=5), load_model(path).sample(4, generator=g(), sampler="ddim", steps=5))
+    assert load_model(path).net.skip is None  # the key present (false) is kept
+
+
+def test_resume_with_another_network_is_refused_before_training(tiny_config, tmp_path):
+    from genbench.checkpoint import CheckpointError
+
+    train(tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", run_dir=tmp_path / "a"))
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=4", f"ckpt_path={ckpt}",
+                      "net.points.eps_net.linear_skip=false", run_dir=tmp_path / "b")  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"do not fit the ddpm model this run's config builds \(unexpected: net.skip.weight, net.skip.bias"):
+        train(cfg)
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    with pytest.raises(CheckpointError, match=r"shape \(checkpoint vs model\): net.temb.0.weight"):
+        train(tiny_config("model=ddpm", "data=rings", f"ckpt_path={ckpt}", "net.points.eps_net.hidden=8", run_dir=tmp_path / "c"))
+
+
 def test_resume_keeps_the_ema(tiny_config, tmp_path, monkeypatch):
     first = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=5", run_dir=tmp_path / "a")
     train(first)
