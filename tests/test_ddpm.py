@@ -200,6 +200,19 @@ def test_bad_config_fails_before_training(tiny_config, tmp_path, overrides, mess
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_bad_2d_network_options_fail_before_training_all_at_once(tiny_config, tmp_path):
+    cfg = tiny_config("model=ddpm", "data=rings", "model.T=0", "net.points.eps_net.hidden=0",
+                      "net.points.eps_net.linear_skip=yes")  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    for message in ("model.T=0: must be an integer >= 1", "model.net.hidden=0: must be an integer >= 1",
+                    "model.net.linear_skip='yes': must be true or false"):  # fmt: skip
+        assert message in str(err.value)
+    assert not (tmp_path / "checkpoints").exists()
+    with pytest.raises(ValueError, match="TimeMLP: depth=0: must be an integer >= 1; fourier_features=-1"):
+        TimeMLP(2, depth=0, fourier_features=-1)
+
+
 def test_sample_refuses_more_steps_than_T():
     model = DDPM(TimeMLP(2, 16, 1), [2], T=20, ema_decay=None)
     with pytest.raises(ValueError, match=r"steps=21: must be an integer in \[1, T\] = \[1, 20\]"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -54,17 +56,9 @@ class TimeMLP(nn.Module):
         linear_skip: bool = True,
     ):
         super().__init__()
-        for key, v, lo in (
-            ("in_features", in_features, 1),
-            ("hidden", hidden, 1),
-            ("depth", depth, 1),
-            ("temb_dim", temb_dim, 1),
-            ("fourier_features", fourier_features, 0),
-        ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"TimeMLP: {key}={v!r}: must be an integer >= {lo}")
-        if not isinstance(linear_skip, bool):
-            raise ValueError(f"TimeMLP: linear_skip={linear_skip!r}: must be true or false")
+        errors = self.argument_errors(in_features, hidden, depth, temb_dim, fourier_features, linear_skip)
+        if errors:
+            raise ValueError("TimeMLP: " + "; ".join(errors))
         self.temb_dim = temb_dim
         self.register_buffer(
             "freqs", 2.0 ** torch.arange(fourier_features, dtype=torch.float32), persistent=False
@@ -77,6 +71,38 @@ class TimeMLP(nn.Module):
         self.norm_out = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, in_features)
         self.skip = nn.Linear(hidden, in_features) if linear_skip else None  # s(t), from the time embedding
+
+    # --- configuration checks ---------------------------------------------------------
+    @staticmethod
+    def argument_errors(
+        in_features: Any = 2,
+        hidden: Any = 256,
+        depth: Any = 3,
+        temb_dim: Any = 128,
+        fourier_features: Any = 0,
+        linear_skip: Any = True,
+        prefix: str = "",
+    ) -> list[str]:
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        errors = []
+        for key, v, lo in (
+            ("in_features", in_features, 1),
+            ("hidden", hidden, 1),
+            ("depth", depth, 1),
+            ("temb_dim", temb_dim, 1),
+            ("fourier_features", fourier_features, 0),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                errors.append(f"{prefix}{key}={v!r}: must be an integer >= {lo}")
+        if not isinstance(linear_skip, bool):
+            errors.append(f"{prefix}linear_skip={linear_skip!r}: must be true or false")
+        return errors
+
+    @classmethod
+    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
+        """Checks of a Hydra node targeting this class, before anything is built."""
+        keys = ("in_features", "hidden", "depth", "temb_dim", "fourier_features", "linear_skip")
+        return cls.argument_errors(**{k: node[k] for k in keys if k in node}, prefix=prefix)
 
     def embed_input(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
