@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import get_class
 from lightning.pytorch.trainer.states import TrainerStatus
 from rich.progress import track
 from torch import Tensor, nn
@@ -393,13 +392,4 @@ class DDPM(GenerativeModule):
     def config_errors(cls, cfg: Any) -> list[str]:
         errors = super().config_errors(cfg)
         errors += cls.argument_errors({k: cfg.get(k) for k in cfg if not str(k).startswith("_")})
-        net = cfg.get("net")
-        if net is not None and "_target_" in net:
-            try:
-                check = getattr(get_class(net["_target_"]), "config_errors", None)
-            except Exception as e:  # noqa: BLE001 - an import failure is a config problem here
-                errors.append(f"model.net._target_={net['_target_']!r}: cannot be imported ({e})")
-            else:
-                if check is not None:
-                    errors += check(net)
         return errors

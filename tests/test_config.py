@@ -66,6 +66,27 @@ def test_bad_values_are_named_with_what_is_allowed(tmp_path, override, needle):
     assert not (tmp_path / "checkpoints").exists()  # raised before any training
 
 
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["model=vae", "net.points.encoder.hidden=0"], ["model.encoder.hidden=0: must be an integer >= 1"]),
+        (
+            ["model=gan", "net.points.generator.activation=gelu", "net.points.discriminator.depth=-1"],
+            ["model.generator.activation='gelu': must be one of ['leaky_relu', 'relu', 'silu', 'tanh']",
+             "model.discriminator.depth=-1: must be an integer >= 0"],
+        ),
+        (["model=ddpm", "net.points.eps_net.temb_dim=0"], ["model.net.temb_dim=0: must be an integer >= 1"]),
+    ],
+)
+def test_every_family_checks_its_2d_networks_before_training(tmp_path, overrides, expected):
+    """A width of 0 would build (torch allows empty layers) and train a network that ignores its input."""
+    cfg = compose_config(TINY + ["data=rings", *overrides], run_dir=tmp_path)
+    assert config_errors(cfg) == expected
+    with pytest.raises(ConfigError):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_all_problems_reported_at_once(tmp_path):
     cfg = compose_config(TINY + ["model.lr=-1", "data.batch_size=0", "model.beta=-1"], run_dir=tmp_path)
     assert len(config_errors(cfg)) == 3

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 
 
 class MLP(nn.Module):
-    """``depth`` hidden layers of width ``hidden`` between ``in_features`` and ``out_features``."""
+    """``depth`` hidden layers of width ``hidden`` between ``in_features`` and ``out_features``
+    (``depth = 0``: one linear map)."""
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 256, depth: int = 3, activation: str = "silu"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}: must be one of {sorted(ACTIVATIONS)}")
+        errors = self.argument_errors(in_features, out_features, hidden, depth, activation)
+        if errors:
+            raise ValueError("MLP: " + "; ".join(errors))
         layers: list[nn.Module] = []
         width = in_features
         for _ in range(depth):
@@ -24,3 +28,25 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
+
+    # --- configuration checks ---------------------------------------------------------
+    @staticmethod
+    def argument_errors(
+        in_features: Any = 1, out_features: Any = 1, hidden: Any = 256, depth: Any = 3, activation: Any = "silu",
+        prefix: str = "",
+    ) -> list[str]:  # fmt: skip
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        errors = []
+        for key, v, lo in (("in_features", in_features, 1), ("out_features", out_features, 1),
+                           ("hidden", hidden, 1), ("depth", depth, 0)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                errors.append(f"{prefix}{key}={v!r}: must be an integer >= {lo}")
+        if activation not in ACTIVATIONS:
+            errors.append(f"{prefix}activation={activation!r}: must be one of {sorted(ACTIVATIONS)}")
+        return errors
+
+    @classmethod
+    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
+        """Checks of a Hydra node targeting this class, before anything is built."""
+        keys = ("in_features", "out_features", "hidden", "depth", "activation")
+        return cls.argument_errors(**{k: node[k] for k in keys if k in node}, prefix=prefix)
