@@ -69,18 +69,24 @@ def test_bad_values_are_named_with_what_is_allowed(tmp_path, override, needle):
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (["model=vae", "net.points.encoder.hidden=0"], ["model.encoder.hidden=0: must be an integer >= 1"]),
-        (
-            ["model=gan", "net.points.generator.activation=gelu", "net.points.discriminator.depth=-1"],
-            ["model.generator.activation='gelu': must be one of ['leaky_relu', 'relu', 'silu', 'tanh']",
-             "model.discriminator.depth=-1: must be an integer >= 0"],
-        ),
-        (["model=ddpm", "net.points.eps_net.temb_dim=0"], ["model.net.temb_dim=0: must be an integer >= 1"]),
+        (["data=rings", "model=vae", "net.points.encoder.hidden=0"], ["model.encoder.hidden=0: must be an integer >= 1"]),
+        (["data=rings", "model=gan", "net.points.generator.activation=gelu", "net.points.discriminator.depth=-1"],
+         ["model.generator.activation='gelu': must be one of ['leaky_relu', 'relu', 'silu', 'tanh']",
+          "model.discriminator.depth=-1: must be an integer >= 0"]),
+        (["data=rings", "model=ddpm", "net.points.eps_net.temb_dim=0"], ["model.net.temb_dim=0: must be an integer >= 1"]),
+        (["data=mnist5k", "model=vae", "net.image.encoder.ch=0", "net.image.decoder.ch_mult=[]"],
+         ["model.encoder.ch=0: must be an integer >= 1", "model.decoder.ch_mult=[]: must be a non-empty list of integers >= 1"]),
+        (["data=mnist5k", "model=gan", "net.image.discriminator.ch_mult=[1,2,2]", "net.image.generator.batch_norm=maybe"],
+         ["model.generator.batch_norm='maybe': must be true or false",
+          "model.discriminator.image_size=28: the discriminator halves it 3 times (len(ch_mult)=3), so it must be "
+          "divisible by 8; use fewer levels in ch_mult or another image size"]),
+        # an interpolated value (the nets' ${model.latent_dim}) is named once, where it is set
+        (["data=mnist5k", "model=vae", "model.latent_dim=0"], ["model.latent_dim=0: must be an integer >= 1"]),
     ],
-)
-def test_every_family_checks_its_2d_networks_before_training(tmp_path, overrides, expected):
-    """A width of 0 would build (torch allows empty layers) and train a network that ignores its input."""
-    cfg = compose_config(TINY + ["data=rings", *overrides], run_dir=tmp_path)
+)  # fmt: skip
+def test_every_family_checks_its_networks_before_training(tmp_path, overrides, expected):
+    """Widths of 0 would build (torch allows empty layers) and train a network that ignores its input."""
+    cfg = compose_config(TINY + overrides, run_dir=tmp_path)
     assert config_errors(cfg) == expected
     with pytest.raises(ConfigError):
         train(cfg)

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-
-def _check_size(image_size: int, n_down: int) -> None:
-    if image_size % (2**n_down):
-        raise ValueError(
-            f"image_size={image_size} cannot be halved {n_down} times (needs a multiple of {2**n_down}); "
-            f"use fewer ch_mult levels or another image size"
-        )
+from models.nets.checks import CheckedNet, integer_errors, levels_errors
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(CheckedNet, nn.Module):
     """Strided convolutions down to a vector: ``[B, C, H, W] -> [B, out_features]``.
 
     Args:
@@ -28,7 +23,9 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, out_features: int, ch: int = 32, ch_mult: Sequence[int] = (1, 2)):
         super().__init__()
-        _check_size(image_size, len(ch_mult))
+        errors = self.argument_errors(in_channels, image_size, out_features, ch, ch_mult)
+        if errors:
+            raise ValueError("ConvEncoder: " + "; ".join(errors))
         layers: list[nn.Module] = []
         c_in = in_channels
         for m in ch_mult:
@@ -41,8 +38,16 @@ class ConvEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
 
+    @staticmethod
+    def argument_errors(in_channels: Any = 1, image_size: Any = 28, out_features: Any = 1, ch: Any = 32,
+                        ch_mult: Any = (1, 2), prefix: str = "") -> list[str]:  # fmt: skip
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        return integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1),
+                              ("out_features", out_features, 1), ("ch", ch, 1)) + levels_errors(
+            prefix, ch_mult, image_size, name="the encoder")  # fmt: skip
 
-class ConvDecoder(nn.Module):
+
+class ConvDecoder(CheckedNet, nn.Module):
     """A vector up to an image with transposed convolutions: ``[B, in_features] -> [B, C, H, W]``.
 
     Mirrors :class:`ConvEncoder`; the output is unbounded (the likelihood or a ``tanh`` maps it).
@@ -50,7 +55,9 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, in_features: int, out_channels: int, image_size: int, ch: int = 32, ch_mult: Sequence[int] = (1, 2)):
         super().__init__()
-        _check_size(image_size, len(ch_mult))
+        errors = self.argument_errors(in_features, out_channels, image_size, ch, ch_mult)
+        if errors:
+            raise ValueError("ConvDecoder: " + "; ".join(errors))
         mults = list(ch_mult)[::-1]
         self.side = image_size // 2 ** len(mults)
         self.c0 = ch * mults[0]
@@ -68,3 +75,11 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.body(self.head(z).view(-1, self.c0, self.side, self.side))
+
+    @staticmethod
+    def argument_errors(in_features: Any = 1, out_channels: Any = 1, image_size: Any = 28, ch: Any = 32,
+                        ch_mult: Any = (1, 2), prefix: str = "") -> list[str]:  # fmt: skip
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        return integer_errors(prefix, ("in_features", in_features, 1), ("out_channels", out_channels, 1),
+                              ("image_size", image_size, 1), ("ch", ch, 1)) + levels_errors(
+            prefix, ch_mult, image_size, name="the decoder")  # fmt: skip

@@ -10,19 +10,13 @@ penalties of WGAN-GP and R1 assume it does not (Gulrajani et al. 2017, §4: use 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
+from models.nets.checks import CheckedNet, integer_errors, levels_errors
+
 DISCRIMINATOR_NORMS = ("none", "batch", "layer")
-
-
-def _check_size(image_size: int, levels: int) -> int:
-    if image_size % (2**levels):
-        raise ValueError(
-            f"image_size={image_size} cannot be halved {levels} times (needs a multiple of {2**levels}); "
-            f"use fewer ch_mult levels or another image size"
-        )
-    return image_size // 2**levels
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -35,7 +29,7 @@ def _norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"norm={kind!r}: must be one of {list(DISCRIMINATOR_NORMS)}")
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(CheckedNet, nn.Module):
     """``z [B, latent_dim] -> image [B, C, H, W]`` in [-1, 1].
 
     Args:
@@ -57,8 +51,11 @@ class DCGANGenerator(nn.Module):
         batch_norm: bool = True,
     ):
         super().__init__()
+        errors = self.argument_errors(latent_dim, out_channels, image_size, ch, ch_mult, batch_norm)
+        if errors:
+            raise ValueError("DCGANGenerator: " + "; ".join(errors))
         mults = list(ch_mult)[::-1]
-        self.side = _check_size(image_size, len(mults))
+        self.side = image_size // 2 ** len(mults)
         self.c0 = ch * mults[0]
         norm = nn.BatchNorm2d if batch_norm else (lambda c: nn.Identity())
         # The projection of z: a linear map reshaped to the first feature map (the paper's "project and reshape").
@@ -78,8 +75,19 @@ class DCGANGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.body(self.project(z).view(-1, self.c0, self.side, self.side))
 
+    @staticmethod
+    def argument_errors(latent_dim: Any = 1, out_channels: Any = 1, image_size: Any = 28, ch: Any = 64,
+                        ch_mult: Any = (1, 2), batch_norm: Any = True, prefix: str = "") -> list[str]:  # fmt: skip
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        errors = integer_errors(prefix, ("latent_dim", latent_dim, 1), ("out_channels", out_channels, 1),
+                                ("image_size", image_size, 1), ("ch", ch, 1))  # fmt: skip
+        errors += levels_errors(prefix, ch_mult, image_size, name="the generator")
+        if not isinstance(batch_norm, bool):
+            errors.append(f"{prefix}batch_norm={batch_norm!r}: must be true or false")
+        return errors
 
-class DCGANDiscriminator(nn.Module):
+
+class DCGANDiscriminator(CheckedNet, nn.Module):
     """``image [B, C, H, W] -> logit [B, 1]`` (no sigmoid: the losses take logits).
 
     Args:
@@ -99,9 +107,10 @@ class DCGANDiscriminator(nn.Module):
         norm: str = "batch",
     ):
         super().__init__()
-        if norm not in DISCRIMINATOR_NORMS:
-            raise ValueError(f"norm={norm!r}: must be one of {list(DISCRIMINATOR_NORMS)}")
-        side = _check_size(image_size, len(ch_mult))
+        errors = self.argument_errors(in_channels, image_size, ch, ch_mult, norm)
+        if errors:
+            raise ValueError("DCGANDiscriminator: " + "; ".join(errors))
+        side = image_size // 2 ** len(ch_mult)
         layers: list[nn.Module] = []
         c_in = in_channels
         for i, m in enumerate(ch_mult):
@@ -115,3 +124,13 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1))
+
+    @staticmethod
+    def argument_errors(in_channels: Any = 1, image_size: Any = 28, ch: Any = 64, ch_mult: Any = (1, 2),
+                        norm: Any = "batch", prefix: str = "") -> list[str]:  # fmt: skip
+        """Problems with the arguments, one message each (``prefix`` names the config node)."""
+        errors = integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1), ("ch", ch, 1))
+        errors += levels_errors(prefix, ch_mult, image_size, name="the discriminator")
+        if norm not in DISCRIMINATOR_NORMS:
+            errors.append(f"{prefix}norm={norm!r}: must be one of {list(DISCRIMINATOR_NORMS)}")
+        return errors

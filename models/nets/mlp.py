@@ -6,10 +6,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from models.nets.checks import CheckedNet, integer_errors
+
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 
 
-class MLP(nn.Module):
+class MLP(CheckedNet, nn.Module):
     """``depth`` hidden layers of width ``hidden`` between ``in_features`` and ``out_features``
     (``depth = 0``: one linear map)."""
 
@@ -36,17 +38,8 @@ class MLP(nn.Module):
         prefix: str = "",
     ) -> list[str]:  # fmt: skip
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
-        errors = []
-        for key, v, lo in (("in_features", in_features, 1), ("out_features", out_features, 1),
-                           ("hidden", hidden, 1), ("depth", depth, 0)):  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                errors.append(f"{prefix}{key}={v!r}: must be an integer >= {lo}")
+        errors = integer_errors(prefix, ("in_features", in_features, 1), ("out_features", out_features, 1),
+                                ("hidden", hidden, 1), ("depth", depth, 0))  # fmt: skip
         if activation not in ACTIVATIONS:
             errors.append(f"{prefix}activation={activation!r}: must be one of {sorted(ACTIVATIONS)}")
         return errors
-
-    @classmethod
-    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
-        """Checks of a Hydra node targeting this class, before anything is built."""
-        keys = ("in_features", "out_features", "hidden", "depth", "activation")
-        return cls.argument_errors(**{k: node[k] for k in keys if k in node}, prefix=prefix)

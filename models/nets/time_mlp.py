@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.nets.checks import CheckedNet, integer_errors
 from models.nets.unet import timestep_embedding
 
 
@@ -24,7 +25,7 @@ class TimeMLPBlock(nn.Module):
         return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h)) + self.temb_proj(temb)))
 
 
-class TimeMLP(nn.Module):
+class TimeMLP(CheckedNet, nn.Module):
     """ε_θ(x_t, t) for points ``[B, D]`` and 0-indexed timesteps ``[B]``.
 
     Args:
@@ -84,25 +85,11 @@ class TimeMLP(nn.Module):
         prefix: str = "",
     ) -> list[str]:
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
-        errors = []
-        for key, v, lo in (
-            ("in_features", in_features, 1),
-            ("hidden", hidden, 1),
-            ("depth", depth, 1),
-            ("temb_dim", temb_dim, 1),
-            ("fourier_features", fourier_features, 0),
-        ):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                errors.append(f"{prefix}{key}={v!r}: must be an integer >= {lo}")
+        errors = integer_errors(prefix, ("in_features", in_features, 1), ("hidden", hidden, 1), ("depth", depth, 1),
+                                ("temb_dim", temb_dim, 1), ("fourier_features", fourier_features, 0))  # fmt: skip
         if not isinstance(linear_skip, bool):
             errors.append(f"{prefix}linear_skip={linear_skip!r}: must be true or false")
         return errors
-
-    @classmethod
-    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
-        """Checks of a Hydra node targeting this class, before anything is built."""
-        keys = ("in_features", "hidden", "depth", "temb_dim", "fourier_features", "linear_skip")
-        return cls.argument_errors(**{k: node[k] for k in keys if k in node}, prefix=prefix)
 
     def embed_input(self, x: Tensor) -> Tensor:
         x = x.flatten(1)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.nets.checks import CheckedNet, integer_errors, levels_errors
+
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of (0-indexed) timesteps ``t`` ``[B]`` → ``[B, dim]``.
@@ -97,7 +99,7 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-class UNet(nn.Module):
+class UNet(CheckedNet, nn.Module):
     """ε_θ(x_t, t) for images ``[B, C, H, W]`` and 0-indexed timesteps ``[B]``.
 
     Args:
@@ -211,45 +213,27 @@ class UNet(nn.Module):
     # --- configuration checks ---------------------------------------------------------
     @staticmethod
     def argument_errors(
-        in_channels: Any,
-        image_size: Any,
-        ch: Any,
-        ch_mult: Any,
-        num_res_blocks: Any,
-        attn_resolutions: Any,
-        dropout: Any,
-        groups: Any,
+        in_channels: Any = 3,
+        image_size: Any = 32,
+        ch: Any = 128,
+        ch_mult: Any = (1, 2, 2, 2),
+        num_res_blocks: Any = 2,
+        attn_resolutions: Any = (16,),
+        dropout: Any = 0.1,
+        groups: Any = 32,
         attn_levels: Any = (),
         prefix: str = "",
     ) -> list[str]:
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
-
-        def is_int(v: Any, lo: int) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-        errors = []
-        for key, v, lo in (
-            ("in_channels", in_channels, 1),
-            ("image_size", image_size, 1),
-            ("ch", ch, 1),
-            ("num_res_blocks", num_res_blocks, 1),
-            ("groups", groups, 1),
-        ):
-            if not is_int(v, lo):
-                errors.append(f"{prefix}{key}={v!r}: must be an integer >= {lo}")
-        if not isinstance(ch_mult, Sequence) or not ch_mult or not all(is_int(m, 1) for m in ch_mult):
-            errors.append(f"{prefix}ch_mult={ch_mult!r}: must be a non-empty list of integers >= 1")
-            return errors
+        errors = integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1), ("ch", ch, 1),
+                                ("num_res_blocks", num_res_blocks, 1), ("groups", groups, 1))  # fmt: skip
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             errors.append(f"{prefix}dropout={dropout!r}: must be a number in [0, 1)")
+        # the lowest level is not halved: len(ch_mult) - 1 halvings
+        errors += levels_errors(prefix, ch_mult, image_size, len(ch_mult) - 1 if isinstance(ch_mult, Sequence) else None,
+                                name="the UNet")  # fmt: skip
         if errors:
             return errors
-        factor = 2 ** (len(ch_mult) - 1)
-        if image_size % factor:
-            errors.append(
-                f"{prefix}image_size={image_size}: the UNet halves it {len(ch_mult) - 1} times (len(ch_mult)={len(ch_mult)}), "
-                f"so it must be divisible by {factor}; use fewer levels in ch_mult or another image size"
-            )
         resolutions = [image_size // 2**i for i in range(len(ch_mult))]
         if not isinstance(attn_resolutions, Sequence) or any(r not in resolutions for r in attn_resolutions):
             errors.append(
@@ -269,23 +253,3 @@ class UNet(nn.Module):
                 f"{prefix}groups={groups}: must divide every level's channel count ch*ch_mult = {sorted(widths)}"
             )
         return errors
-
-    @classmethod
-    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
-        """Checks of a Hydra node targeting this class, before anything is built."""
-        defaults = {
-            "in_channels": 3,
-            "image_size": 32,
-            "ch": 128,
-            "ch_mult": (1, 2, 2, 2),
-            "num_res_blocks": 2,
-            "attn_resolutions": (16,),
-            "dropout": 0.1,
-            "groups": 32,
-            "attn_levels": (),
-        }
-        args = {}
-        for key, default in defaults.items():
-            v = node.get(key, default)
-            args[key] = list(v) if hasattr(v, "__iter__") and not isinstance(v, str) else v
-        return cls.argument_errors(**args, prefix=prefix)

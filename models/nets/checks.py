@@ -1,0 +1,60 @@
+"""Argument checks shared by the networks, so that a bad config is reported before anything is built.
+
+A network class derives from :class:`CheckedNet` and gives a static ``argument_errors(..., prefix)``
+taking its constructor's arguments (with the same defaults). The constructor raises on its messages;
+:meth:`CheckedNet.config_errors` runs the same checks on a Hydra node, for :mod:`genbench.validate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+
+def is_int(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def integer_errors(prefix: str, *checks: tuple[str, Any, int]) -> list[str]:
+    """``key=value: must be an integer >= lo`` for each ``(key, value, lo)`` that is not."""
+    return [f"{prefix}{key}={v!r}: must be an integer >= {lo}" for key, v, lo in checks if not is_int(v, lo)]
+
+
+def levels_errors(prefix: str, ch_mult: Any, image_size: Any, halvings: int | None = None, name: str = "the network") -> list[str]:
+    """``ch_mult`` a non-empty list of integers >= 1, and ``image_size`` halved ``halvings`` times
+    (default: once per level) without a remainder."""
+    if not isinstance(ch_mult, Sequence) or isinstance(ch_mult, str) or not ch_mult or not all(is_int(m, 1) for m in ch_mult):
+        return [f"{prefix}ch_mult={ch_mult!r}: must be a non-empty list of integers >= 1"]
+    n = len(ch_mult) if halvings is None else halvings
+    if is_int(image_size, 1) and image_size % 2**n:
+        return [f"{prefix}image_size={image_size}: {name} halves it {n} times (len(ch_mult)={len(ch_mult)}), "
+                f"so it must be divisible by {2**n}; use fewer levels in ch_mult or another image size"]  # fmt: skip
+    return []
+
+
+class CheckedNet:
+    """Mixin: ``config_errors(node, prefix)`` from the class's ``argument_errors``."""
+
+    @staticmethod
+    def argument_errors(prefix: str = "") -> list[str]:  # overridden with the constructor's arguments
+        return []
+
+    @classmethod
+    def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:
+        """Checks of a Hydra node targeting this class, before anything is built.
+
+        A value interpolated from elsewhere (``${model.latent_dim}``, ``${data.shape.0}``) is checked
+        where it is set, so its own range message is left out here (one bad value, one message); the
+        checks that combine it with this node's values (an image size the levels cannot halve) stay.
+        """
+        from omegaconf import DictConfig, OmegaConf
+
+        takes = set(inspect.signature(cls.argument_errors).parameters) - {"prefix"}
+        args, echoes = {}, []
+        for key in takes & set(node):
+            v = node[key]
+            args[key] = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+            if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, key):
+                echoes.append(f"{prefix}{key}={args[key]!r}: must be")
+        return [e for e in cls.argument_errors(**args, prefix=prefix) if not e.startswith(tuple(echoes))]
