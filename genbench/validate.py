@@ -36,23 +36,38 @@ def _devices_ok(d: Any) -> bool:
     return False
 
 
-def _target_errors(node: Any, key: str) -> list[str]:
+def _target_class(node: Any, key: str) -> tuple[type | None, list[str]]:
+    """The class ``node`` targets, or None and the message saying why there is none."""
     if not isinstance(node, (dict, DictConfig)) or "_target_" not in node:
-        return [f"{key}: missing _target_"]
+        return None, [f"{key}: missing _target_"]
     try:
-        cls = get_class(node["_target_"])
+        return get_class(node["_target_"]), []
     except Exception as e:  # noqa: BLE001 - any import failure is a config problem here
-        return [f"{key}._target_={node['_target_']!r}: cannot be imported ({e})"]
+        return None, [f"{key}._target_={node['_target_']!r}: cannot be imported ({e})"]
+
+
+def _target_errors(node: Any, key: str, **kwargs: Any) -> list[str]:
+    """The target's import problem, or its class's ``config_errors(node, **kwargs)``."""
+    cls, errors = _target_class(node, key)
     check = getattr(cls, "config_errors", None)
-    return list(check(node)) if check is not None else []
+    return errors + (list(check(node, **kwargs)) if check is not None else [])
+
+
+def _network_errors(model: Any) -> list[str]:
+    """The model's networks (``model.net``, ``model.encoder``, ``model.generator``, ...): each node with a
+    ``_target_`` but the optimizer, checked by its class's ``config_errors(node, prefix)``."""
+    errors = []
+    for key in model:
+        node = model.get(key)
+        if key != "optimizer" and isinstance(node, (dict, DictConfig)) and "_target_" in node:
+            errors += _target_errors(node, f"model.{key}", prefix=f"model.{key}.")
+    return errors
 
 
 def _family_trainer_errors(model: Any, trainer: Any) -> list[str]:
-    """The model class's own limits on the trainer (e.g. the GAN's manual optimisation), if it imports."""
-    try:
-        cls = get_class(model["_target_"])
-    except Exception:  # noqa: BLE001 - reported by _target_errors
-        return []
+    """The model class's own limits on the trainer (e.g. the GAN's manual optimisation), if it imports
+    (an import failure is reported by :func:`_target_errors`)."""
+    cls, _ = _target_class(model, "model")
     check = getattr(cls, "trainer_errors", None)
     return list(check(trainer)) if check is not None else []
 
@@ -130,6 +145,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
         errors.append(f"ckpt_path={ckpt_path!r}: must be null, 'last' or the path of a checkpoint file")
     errors += _target_errors(cfg.data, "data")
     errors += _target_errors(cfg.model, "model")
+    errors += _network_errors(cfg.model)
     errors += trainer_errors(cfg.trainer)
     errors += _family_trainer_errors(cfg.model, cfg.trainer)
     errors += callbacks_errors(cfg.get("callbacks"))

@@ -342,27 +342,7 @@ class GenerativeModule(L.LightningModule):
         elif isinstance(comp, Mapping):
             takes = set(inspect.signature(torch.compile).parameters) - {"model"}
             errors += [f"model.compile.{k}: not a torch.compile option; allowed: {sorted(takes)}" for k in comp if k not in takes]
-        return errors + network_errors(cfg)
-
-
-def network_errors(cfg: Any) -> list[str]:
-    """Problems in the model's networks (``model.net``, ``model.encoder``, ``model.generator``, ...): each
-    child node with a ``_target_`` is checked by its class's ``config_errors(node, prefix)``, where it has one."""
-    from hydra.utils import get_class
-
-    errors = []
-    for key in cfg:
-        node = cfg.get(key)
-        if key == "optimizer" or not isinstance(node, Mapping) or "_target_" not in node:
-            continue
-        try:
-            check = getattr(get_class(node["_target_"]), "config_errors", None)
-        except Exception as e:  # noqa: BLE001 - an import failure is a config problem here
-            errors.append(f"model.{key}._target_={node['_target_']!r}: cannot be imported ({e})")
-            continue
-        if check is not None:
-            errors += check(node, prefix=f"model.{key}.")
-    return errors
+        return errors
 
 
 def optimizer_errors(node: Any) -> list[str]:
