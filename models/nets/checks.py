@@ -1,8 +1,9 @@
 """Argument checks shared by the networks, so that a bad config is reported before anything is built.
 
 A network class derives from :class:`CheckedNet` and gives a static ``argument_errors(..., prefix)``
-taking its constructor's arguments (with the same defaults). The constructor raises on its messages;
-:meth:`CheckedNet.config_errors` runs the same checks on a Hydra node, for :mod:`genbench.validate`.
+taking its constructor's arguments. The constructor raises on its messages; :meth:`CheckedNet.config_errors`
+runs the same checks on a Hydra node, for :mod:`genbench.validate`, with the constructor's defaults for the
+keys the node leaves out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class CheckedNet:
     """Mixin: ``config_errors(node, prefix)`` from the class's ``argument_errors``."""
 
     @staticmethod
-    def argument_errors(prefix: str = "") -> list[str]:  # overridden with the constructor's arguments
+    def argument_errors(prefix: str = "") -> list[str]:  # overridden: the constructor's arguments, then prefix
         return []
 
     @classmethod
@@ -50,11 +51,15 @@ class CheckedNet:
         """
         from omegaconf import DictConfig, OmegaConf
 
-        takes = set(inspect.signature(cls.argument_errors).parameters) - {"prefix"}
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items() if p.default is not p.empty}
+        takes = [k for k in inspect.signature(cls.argument_errors).parameters if k != "prefix"]
+        missing = [k for k in takes if k not in node and k not in defaults]
+        if missing:
+            return [f"{prefix}{k}: missing, a required argument of {cls.__name__}" for k in missing]
         args, echoes = {}, []
-        for key in takes & set(node):
-            v = node[key]
+        for key in takes:
+            v = node[key] if key in node else defaults[key]
             args[key] = list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-            if isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, key):
+            if isinstance(node, DictConfig) and key in node and OmegaConf.is_interpolation(node, key):
                 echoes.append(f"{prefix}{key}={args[key]!r}: must be")
         return [e for e in cls.argument_errors(**args, prefix=prefix) if not e.startswith(tuple(echoes))]

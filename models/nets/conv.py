@@ -39,8 +39,8 @@ class ConvEncoder(CheckedNet, nn.Module):
         return self.head(self.features(x).flatten(1))
 
     @staticmethod
-    def argument_errors(in_channels: Any = 1, image_size: Any = 28, out_features: Any = 1, ch: Any = 32,
-                        ch_mult: Any = (1, 2), prefix: str = "") -> list[str]:  # fmt: skip
+    def argument_errors(in_channels: Any, image_size: Any, out_features: Any, ch: Any, ch_mult: Any,
+                        prefix: str = "") -> list[str]:  # fmt: skip
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         return integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1),
                               ("out_features", out_features, 1), ("ch", ch, 1)) + levels_errors(
@@ -77,8 +77,8 @@ class ConvDecoder(CheckedNet, nn.Module):
         return self.body(self.head(z).view(-1, self.c0, self.side, self.side))
 
     @staticmethod
-    def argument_errors(in_features: Any = 1, out_channels: Any = 1, image_size: Any = 28, ch: Any = 32,
-                        ch_mult: Any = (1, 2), prefix: str = "") -> list[str]:  # fmt: skip
+    def argument_errors(in_features: Any, out_channels: Any, image_size: Any, ch: Any, ch_mult: Any,
+                        prefix: str = "") -> list[str]:  # fmt: skip
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         return integer_errors(prefix, ("in_features", in_features, 1), ("out_channels", out_channels, 1),
                               ("image_size", image_size, 1), ("ch", ch, 1)) + levels_errors(

@@ -76,8 +76,8 @@ class DCGANGenerator(CheckedNet, nn.Module):
         return self.body(self.project(z).view(-1, self.c0, self.side, self.side))
 
     @staticmethod
-    def argument_errors(latent_dim: Any = 1, out_channels: Any = 1, image_size: Any = 28, ch: Any = 64,
-                        ch_mult: Any = (1, 2), batch_norm: Any = True, prefix: str = "") -> list[str]:  # fmt: skip
+    def argument_errors(latent_dim: Any, out_channels: Any, image_size: Any, ch: Any, ch_mult: Any, batch_norm: Any,
+                        prefix: str = "") -> list[str]:  # fmt: skip
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         errors = integer_errors(prefix, ("latent_dim", latent_dim, 1), ("out_channels", out_channels, 1),
                                 ("image_size", image_size, 1), ("ch", ch, 1))  # fmt: skip
@@ -126,8 +126,8 @@ class DCGANDiscriminator(CheckedNet, nn.Module):
         return self.head(self.features(x).flatten(1))
 
     @staticmethod
-    def argument_errors(in_channels: Any = 1, image_size: Any = 28, ch: Any = 64, ch_mult: Any = (1, 2),
-                        norm: Any = "batch", prefix: str = "") -> list[str]:  # fmt: skip
+    def argument_errors(in_channels: Any, image_size: Any, ch: Any, ch_mult: Any, norm: Any,
+                        prefix: str = "") -> list[str]:  # fmt: skip
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         errors = integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1), ("ch", ch, 1))
         errors += levels_errors(prefix, ch_mult, image_size, name="the discriminator")

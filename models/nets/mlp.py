@@ -34,9 +34,8 @@ class MLP(CheckedNet, nn.Module):
     # --- configuration checks ---------------------------------------------------------
     @staticmethod
     def argument_errors(
-        in_features: Any = 1, out_features: Any = 1, hidden: Any = 256, depth: Any = 3, activation: Any = "silu",
-        prefix: str = "",
-    ) -> list[str]:  # fmt: skip
+        in_features: Any, out_features: Any, hidden: Any, depth: Any, activation: Any, prefix: str = ""
+    ) -> list[str]:
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         errors = integer_errors(prefix, ("in_features", in_features, 1), ("out_features", out_features, 1),
                                 ("hidden", hidden, 1), ("depth", depth, 0))  # fmt: skip

@@ -76,13 +76,7 @@ class TimeMLP(CheckedNet, nn.Module):
     # --- configuration checks ---------------------------------------------------------
     @staticmethod
     def argument_errors(
-        in_features: Any = 2,
-        hidden: Any = 256,
-        depth: Any = 3,
-        temb_dim: Any = 128,
-        fourier_features: Any = 0,
-        linear_skip: Any = True,
-        prefix: str = "",
+        in_features: Any, hidden: Any, depth: Any, temb_dim: Any, fourier_features: Any, linear_skip: Any, prefix: str = ""
     ) -> list[str]:
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         errors = integer_errors(prefix, ("in_features", in_features, 1), ("hidden", hidden, 1), ("depth", depth, 1),

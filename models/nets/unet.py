@@ -213,15 +213,15 @@ class UNet(CheckedNet, nn.Module):
     # --- configuration checks ---------------------------------------------------------
     @staticmethod
     def argument_errors(
-        in_channels: Any = 3,
-        image_size: Any = 32,
-        ch: Any = 128,
-        ch_mult: Any = (1, 2, 2, 2),
-        num_res_blocks: Any = 2,
-        attn_resolutions: Any = (16,),
-        dropout: Any = 0.1,
-        groups: Any = 32,
-        attn_levels: Any = (),
+        in_channels: Any,
+        image_size: Any,
+        ch: Any,
+        ch_mult: Any,
+        num_res_blocks: Any,
+        attn_resolutions: Any,
+        dropout: Any,
+        groups: Any,
+        attn_levels: Any,
         prefix: str = "",
     ) -> list[str]:
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
