@@ -52,6 +52,11 @@ def _n(v: float | None, digits: int = 3) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
 
 
+def _pm(point: dict[str, Any]) -> str:
+    """A point's mean FID over the sampling seeds ± their standard deviation."""
+    return f"{point['fid_mean']:.3g} ± {point['fid_std']:.2g}"
+
+
 def _weights(s: dict[str, Any]) -> str:
     w = s.get("weights")
     if not w:
@@ -170,11 +175,18 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                 extra = ""
                 if p[ddpm].get("high_quality_share") is not None:
                     extra = f"; within 3σ of a mode {p[name]['high_quality_share']:.1%} vs {p[ddpm]['high_quality_share']:.1%}"
+                seeds = len(c.get("seeds", [0]))
                 if c.get("real_floor_fid") is not None:
-                    extra += f"; real samples {c['real_floor_fid']:.3g}"
+                    extra += f"; real samples {c.get('real_floor_fid_mean', c['real_floor_fid']):.3g}"
+                if seeds > 1:  # the mean FIDs over the sampling seeds, and the spread of each seed's own ratio
+                    per_seed = [x for x in c["ddim50_fid_vs_ddpm1000_by_seed"][eta] if x is not None]
+                    fids = (f"{_pm(p[name])} vs {_pm(p[ddpm])} = {_x(ratio)} (means of {seeds} sampling seeds; "
+                            f"per seed {min(per_seed):.2f}–{max(per_seed):.2f}×)")  # fmt: skip
+                else:
+                    fids = f"{p[name]['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}"
                 rows.append((f"DDIM-50 ({desc}) vs {ddpm.upper()} FID, {data} ({c['model']['description']}, "
                              f"n = {c['num_samples']})",
-                             f"{p[name]['fid']:.3g} vs {p[ddpm]['fid']:.3g} = {_x(ratio)}{extra}",
+                             fids + extra,
                              f"≤ {t['fid_ratio_target']:.2f}× (or ≤ real samples)", _met(t["fid_met"][data][eta])))  # fmt: skip
     if "scaling" in r:
         rec = r["scaling"]

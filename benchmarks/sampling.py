@@ -16,7 +16,10 @@
    the same number of samples and the same seed, so their FIDs differ by the sampler only.
 
 Target: DDIM-50 ≥ 15× faster than DDPM-1000 at ≤ 10 % worse FID, checked for each variant; a FID no
-higher than that of as many real training samples (the estimator's floor at this n) also counts. On the
+higher than that of as many real training samples (the estimator's floor at this n) also counts. The
+FID of n = 300 samples varies by ~15 % from one sampling seed to the next (more than the 10 %
+tolerance), so DDPM-1000, every DDIM-50 variant and the floor are evaluated with ``--fid-seeds`` seeds
+(default 3) and the target is judged on their means; the record keeps each seed's FID and ratio. On the
 small UNet trained here, deterministic DDIM (η = 0) is the worse of the two on images: its ODE follows
 the ε-network's errors without the noise that lets Algorithm 2 correct them; η = 1 keeps DDPM's quality
 at 1/20 of its cost. On rings η = 0 from 20 steps on is at the estimator's floor, and η = 1 scatters
@@ -31,7 +34,9 @@ N(0, I) to radius 100+ and rings' DDIM-50 FID was 1.58 (see ``models.nets.time_m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -117,8 +122,14 @@ def train_ddpm(overrides: list[str], run_dir: Path) -> tuple[Any, dict[str, Any]
 
 
 def curve(model: Any, data: str, num_samples: int, batch_size: int, device: torch.device,
-          eval_overrides: list[str] = ()) -> dict[str, Any]:  # fmt: skip
-    """FID (and the other metrics) of every sampler on the same samples count, seed and features."""
+          eval_overrides: list[str] = (), seeds: int = 1) -> dict[str, Any]:  # fmt: skip
+    """FID (and the other metrics) of every sampler on the same samples count, seed and features.
+
+    ``seeds > 1`` evaluates the points the target compares (DDPM-T, every DDIM-50 variant and the
+    real-sample floor) again with other sampling seeds (other real training samples for the floor): at
+    n = 300 one draw's FID varies by ~15 % from seed to seed, more than the target's 10 % tolerance,
+    so the target is judged on the seeds' mean. The other points (the plotted curve) use the first seed.
+    """
     from hydra.utils import instantiate
 
     from evaluation import DataReference, EvalConfig, Evaluator, ModelSource, TensorSource
@@ -128,26 +139,53 @@ def curve(model: Any, data: str, num_samples: int, batch_size: int, device: torc
     eval_cfg = EvalConfig.from_node(cfg.eval)
     evaluator = Evaluator(eval_cfg, DataReference(instantiate(cfg.data), eval_cfg.split, eval_cfg.num_real), device=device)
     model = model.to(device).eval()
+    kwargs = samplers(model.T)
     points = {}
-    for name, kw in samplers(model.T).items():
+    for name, kw in kwargs.items():
         r = evaluator.evaluate(ModelSource(model, kw), num_samples)
         points[name] = {k: r.get(k) for k in ("nfe", "fid", "kid_mean", "precision", "recall", "sample_images_per_s",
                                                "high_quality_share", "modes_covered", "eval_time_s")}  # fmt: skip
         print(f"  {data} {name}: FID {r['fid']:.4g}, {r['sample_images_per_s']} img/s, NFE {r['nfe']}", flush=True)
-    ddpm = points[f"ddpm-{model.T}"]
+    ddpm_name = f"ddpm-{model.T}"
     # The estimator's floor at this n: FID of as many *real* training samples against the same reference.
     # A sampler at or below it cannot be told from the data with n samples, whatever the ratio of two
-    # such FIDs (on rings both are ~1e-3 and their ratio is noise).
-    real = evaluator.reference.datamodule.real_samples("train", num_samples)
-    floor = evaluator.evaluate(TensorSource(real, f"{data} train split"), num_samples)["fid"]
-    print(f"  {data} real training samples (the floor): FID {floor:.4g}", flush=True)
+    # such FIDs (on rings both are ~1e-3 and their ratio is noise). Seed k takes the k-th n training samples.
+    train = evaluator.reference.datamodule.real_samples("train")
+    floor_seeds = min(seeds, len(train) // num_samples)
+
+    def floor(k: int) -> float:
+        real = train[k * num_samples : (k + 1) * num_samples]
+        return evaluator.evaluate(TensorSource(real, f"{data} train split [{k * num_samples}:{(k + 1) * num_samples}]"))["fid"]
+
+    floors = [floor(0)]
+    print(f"  {data} real training samples (the floor): FID {floors[0]:.4g}", flush=True)
+    compared = [ddpm_name, *(f"ddim-50{suffix}" for suffix in VARIANTS if f"ddim-50{suffix}" in points)]
+    by_seed = {name: [points[name]["fid"]] for name in compared}
+    for k in range(1, seeds):
+        evaluator.cfg = dataclasses.replace(eval_cfg, seed=eval_cfg.seed + k)
+        for name in compared:
+            by_seed[name].append(evaluator.evaluate(ModelSource(model, kwargs[name]), num_samples)["fid"])
+        if k < floor_seeds:
+            floors.append(floor(k))
+        print(f"  {data} seed {eval_cfg.seed + k}: " + ", ".join(f"{name} FID {v[-1]:.4g}" for name, v in by_seed.items())
+              + (f", real {floors[-1]:.4g}" if k < floor_seeds else ""), flush=True)  # fmt: skip
+    evaluator.cfg = eval_cfg
+    for name, fids in by_seed.items():
+        points[name].update(fid_by_seed=fids, fid_mean=statistics.fmean(fids),
+                            fid_std=statistics.stdev(fids) if len(fids) > 1 else None)  # fmt: skip
+    floor_mean = statistics.fmean(floors)
     out = {"num_samples": num_samples, "features": evaluator.feature_name, "eval_overrides": list(eval_overrides),
-           "points": points, "real_floor_fid": floor, "ddim50_fid_vs_ddpm1000": {},
-           "ddim50_vs_ddpm1000_speedup_in_eval": {}, "ddim50_at_floor": {}}  # fmt: skip
+           "seeds": [eval_cfg.seed + k for k in range(seeds)], "points": points, "real_floor_fid": floors[0],
+           "real_floor_fid_by_seed": floors, "real_floor_fid_mean": floor_mean, "ddim50_fid_vs_ddpm1000": {},
+           "ddim50_fid_vs_ddpm1000_by_seed": {}, "ddim50_vs_ddpm1000_speedup_in_eval": {}, "ddim50_at_floor": {}}  # fmt: skip
+    ddpm = points[ddpm_name]
     for suffix in VARIANTS:
         ddim50, label = points.get(f"ddim-50{suffix}"), variant_label(suffix)
-        out["ddim50_fid_vs_ddpm1000"][label] = ddim50["fid"] / ddpm["fid"] if ddim50 and ddpm["fid"] else None
-        out["ddim50_at_floor"][label] = bool(ddim50 and ddim50["fid"] <= floor)
+        # the ratio of the seeds' mean FIDs; each seed's own ratio shows its spread
+        out["ddim50_fid_vs_ddpm1000"][label] = ddim50["fid_mean"] / ddpm["fid_mean"] if ddim50 and ddpm["fid_mean"] else None
+        out["ddim50_fid_vs_ddpm1000_by_seed"][label] = (
+            [a / b if b else None for a, b in zip(ddim50["fid_by_seed"], ddpm["fid_by_seed"], strict=True)] if ddim50 else None)
+        out["ddim50_at_floor"][label] = bool(ddim50 and ddim50["fid_mean"] <= floor_mean)
         out["ddim50_vs_ddpm1000_speedup_in_eval"][label] = (
             ddim50["sample_images_per_s"] / ddpm["sample_images_per_s"] if ddim50 and ddpm["sample_images_per_s"] else None)
     return out
@@ -199,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-overrides", nargs="*", default=["data.batch_size=64"],
                         help="config overrides of the DDPM trained for the image curve (default: the default UNet, batch 64)")
     parser.add_argument("--image-samples", type=int, default=300)
+    parser.add_argument("--fid-seeds", type=int, default=None,
+                        help="sampling seeds of the points the FID target compares (default 3, quick 1)")
     parser.add_argument("--ddpm-overrides", nargs="*", default=[],
                         help="config overrides of every DDPM built here, e.g. model.T=100 (tests)")
     args = parser.parse_args(argv)
@@ -209,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     rings_steps = args.rings_train_steps or (600 if quick else 2000)
     rings_samples = args.rings_samples or (500 if quick else 2000)
     image_curve = (not quick) if args.image_curve is None else args.image_curve
+    fid_seeds = args.fid_seeds or (1 if quick else 3)
     record = common.start_record("sampling", args, speed_batch=n, repeats=repeats,
                                  ddim_variants={variant_label(k): {"suffix": k, **v} for k, v in VARIANTS.items()},
-                                 ddpm_overrides=args.ddpm_overrides)  # fmt: skip
+                                 ddpm_overrides=args.ddpm_overrides, fid_seeds=fid_seeds)  # fmt: skip
     record["speed"] = s = speed(n, repeats, device, args.ddpm_overrides)
     print(f"speed (n={n}): " + ", ".join(f"{k} {v['images_per_s']['median']:.3g} img/s" for k, v in s.items()
                                         if isinstance(v, dict) and "nfe" in v), flush=True)  # fmt: skip
@@ -221,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         curves: dict[str, Any] = {}
         model, res = train_ddpm(["data=rings", f"trainer.max_steps={rings_steps}", *args.ddpm_overrides], tmp / "rings")
         # KID's 100 subsets of 1000 cost ~4 s per evaluation on a loaded CPU, whatever n: 10 in quick mode.
-        curves["rings"] = curve(model, "rings", rings_samples, 500, device, ["eval.kid_subsets=10"] if quick else [])
+        curves["rings"] = curve(model, "rings", rings_samples, 500, device, ["eval.kid_subsets=10"] if quick else [],
+                                fid_seeds)
         curves["rings"]["model"] = {"description": f"default DDPM config, {rings_steps} steps of 256", "train_steps": rings_steps,
                                     "train_time_s": res["train_time_s"], "parameters": res["parameters"]}  # fmt: skip
         if image_curve:
@@ -236,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 info = {"description": f"default UNet, {' '.join(args.image_overrides)}, {args.image_train_steps} steps",
                         "train_steps": args.image_train_steps, "overrides": args.image_overrides,
                         "train_time_s": res["train_time_s"], "parameters": res["parameters"]}  # fmt: skip
-            curves["mnist5k"] = curve(model, "mnist5k", args.image_samples, 128, device)
+            curves["mnist5k"] = curve(model, "mnist5k", args.image_samples, 128, device, seeds=fid_seeds)
             curves["mnist5k"]["model"] = info
         else:
             curves["mnist5k"] = common.skipped("quick mode: the image DDPM is too slow to train and sample on a CPU in CI "

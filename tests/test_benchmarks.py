@@ -149,7 +149,7 @@ def test_flops_record(one_thread, records):
 def test_sampling_record(one_thread, records):
     out = records / "sampling_quick.json"
     argv = ["--quick", "--n", "2", "--ddpm-overrides", "model.T=60", "net.image.eps_net.ch=8", "net.image.eps_net.groups=4",
-            "--rings-train-steps", "5", "--rings-samples", "60", "--out", str(out)]  # fmt: skip
+            "--rings-train-steps", "5", "--rings-samples", "60", "--fid-seeds", "2", "--out", str(out)]  # fmt: skip
     assert sampling.main(argv) == 0
     rec = _read(out, "sampling")
     speed = rec["speed"]
@@ -161,10 +161,22 @@ def test_sampling_record(one_thread, records):
     assert set(rec["targets"]["fid_met"]["rings"]) == {"eta=0", "eta=1", "eta=0 quadratic"}
     assert rec["settings"]["ddim_variants"]["eta=0 quadratic"] == {"suffix": "-quad", "eta": 0.0, "spacing": "quadratic"}
     assert points["ddim-50-quad"]["fid"] != points["ddim-50"]["fid"]  # other timesteps, same x_T: another FID
-    floor = rec["curves"]["rings"]["real_floor_fid"]
-    assert math.isfinite(floor) and rec["curves"]["rings"]["ddim50_at_floor"]["eta=1"] == (points["ddim-50-eta1"]["fid"] <= floor)
-    ratio = rec["curves"]["rings"]["ddim50_fid_vs_ddpm1000"]["eta=1"]
-    assert ratio == pytest.approx(points["ddim-50-eta1"]["fid"] / points["ddpm-60"]["fid"])
+    rings = rec["curves"]["rings"]
+    assert rings["seeds"] == [0, 1] and rec["settings"]["fid_seeds"] == 2
+    # the compared points are evaluated with both seeds, the first one being the plotted point; the others once
+    ddim, ddpm = points["ddim-50-eta1"], points["ddpm-60"]
+    assert len(ddim["fid_by_seed"]) == 2 and ddim["fid_by_seed"][0] == ddim["fid"]
+    assert ddim["fid_by_seed"][1] != ddim["fid"]  # another seed, other samples
+    assert ddim["fid_mean"] == pytest.approx(sum(ddim["fid_by_seed"]) / 2) and ddim["fid_std"] > 0
+    assert "fid_by_seed" not in points["ddim-20"]
+    floors = rings["real_floor_fid_by_seed"]
+    assert len(floors) == 2 and floors[0] == rings["real_floor_fid"] and floors[1] != floors[0]  # other real samples
+    assert rings["ddim50_at_floor"]["eta=1"] == (ddim["fid_mean"] <= rings["real_floor_fid_mean"])
+    ratio = rings["ddim50_fid_vs_ddpm1000"]["eta=1"]
+    assert ratio == pytest.approx(ddim["fid_mean"] / ddpm["fid_mean"])
+    assert rings["ddim50_fid_vs_ddpm1000_by_seed"]["eta=1"] == pytest.approx(
+        [a / b for a, b in zip(ddim["fid_by_seed"], ddpm["fid_by_seed"], strict=True)])
+    assert rec["targets"]["fid_met"]["rings"]["eta=1"] == (ratio <= 1.1 or rings["ddim50_at_floor"]["eta=1"])
     assert all(math.isfinite(p["fid"]) for p in points.values())
     assert rec["curves"]["mnist5k"]["skipped"]
     assert (common.ROOT / rec["plot"] if not Path(rec["plot"]).is_absolute() else Path(rec["plot"])).is_file()
