@@ -229,6 +229,10 @@ def detail_tables(r: dict[str, dict[str, Any]]) -> list[str]:
         curves = {k: v for k, v in r["sampling"]["curves"].items() if not v.get("skipped")}
         if curves:
             pts = list(next(iter(curves.values()))["points"])
+            seeds = max(len(c.get("seeds", [0])) for c in curves.values())
+            if seeds > 1:
+                out += ["", f"FID per sampler with the first sampling seed (the curve's points; the target rows above "
+                        f"use the means of {seeds} seeds):"]  # fmt: skip
             out += ["", "| FID | " + " | ".join(p.upper() for p in pts) + " |", "|---" * (len(pts) + 1) + "|"]
             for data, c in curves.items():
                 out.append(f"| {data} ({c['features']}) | " + " | ".join(f"{c['points'][p]['fid']:.3g}" for p in pts) + " |")
