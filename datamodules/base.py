@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from genbench.checks import integer_errors
+
 
 def uint8_to_unit(x: Tensor) -> Tensor:
     """Map 8-bit images {0, ..., 255} to [-1, 1], as Ho et al. 2020 (§4) scale their data."""
@@ -272,17 +274,10 @@ class InMemoryDataModule(L.LightningDataModule):
     # --- configuration checks ---------------------------------------------------------
     @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
-        errors = []
-        bs = cfg.get("batch_size", 1)
-        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
-            errors.append(f"data.batch_size={bs!r}: must be an integer >= 1")
-        nw = cfg.get("num_workers", 0)
-        if not isinstance(nw, int) or nw < 0:
-            errors.append(f"data.num_workers={nw!r}: must be an integer >= 0")
+        errors = integer_errors("data.", ("batch_size", cfg.get("batch_size", 1), 1),
+                                ("num_workers", cfg.get("num_workers", 0), 0))  # fmt: skip
         kind = cfg.get("kind")
         if kind not in ("image", "points"):
             errors.append(f"data.kind={kind!r}: must be 'image' or 'points'")
-        seed = cfg.get("split_seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            errors.append(f"data.split_seed={seed!r}: must be an integer >= 0")
+        errors += integer_errors("data.", ("split_seed", cfg.get("split_seed", 0), 0))
         return errors

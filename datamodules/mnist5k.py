@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule, stratified_split
+from genbench.checks import is_number
 
 
 def load_mnist5k() -> tuple[Tensor, Tensor]:
@@ -72,6 +73,6 @@ class MNIST5kDataModule(InMemoryDataModule):
     def config_errors(cls, cfg: Any) -> list[str]:
         errors = super().config_errors(cfg)
         vf = cfg.get("val_fraction", 0.1)
-        if not isinstance(vf, (int, float)) or not 0 < vf < 1:
+        if not (is_number(vf) and 0 < vf < 1):
             errors.append(f"data.val_fraction={vf!r}: must be a number in (0, 1)")
         return errors

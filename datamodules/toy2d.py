@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from datamodules.base import InMemoryDataModule
+from genbench.checks import integer_errors, positive_errors
 
 
 def ring_centers(n_modes: int = 8, radius: float = 2.0) -> Tensor:
@@ -63,28 +64,16 @@ class MixtureDataModule(InMemoryDataModule):
     @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
         errors = super().config_errors(cfg)
-        for key in ("n_train", "n_val"):
-            v = cfg.get(key, 1)
-            if not isinstance(v, int) or v < 1:
-                errors.append(f"data.{key}={v!r}: must be an integer >= 1")
-        std = cfg.get("std", 0.02)
-        if not isinstance(std, (int, float)) or not std > 0:
-            errors.append(f"data.std={std!r}: must be a number > 0")
+        errors += integer_errors("data.", ("n_train", cfg.get("n_train", 1), 1), ("n_val", cfg.get("n_val", 1), 1))
+        errors += positive_errors("data.", ("std", cfg.get("std", 0.02)))
         return errors
 
 
 def _layout_errors(cfg: Any, count: tuple[str, int], size: tuple[str, float]) -> list[str]:
     """The mixture's number of modes (an integer >= 1) and its scale (a number > 0)."""
-    errors = []
-    key, default = count
-    v = cfg.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        errors.append(f"data.{key}={v!r}: must be an integer >= 1")
-    key, default = size
-    v = cfg.get(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        errors.append(f"data.{key}={v!r}: must be a number > 0")
-    return errors
+    (count_key, count_default), (size_key, size_default) = count, size
+    errors = integer_errors("data.", (count_key, cfg.get(count_key, count_default), 1))
+    return errors + positive_errors("data.", (size_key, cfg.get(size_key, size_default)))
 
 
 class RingsDataModule(MixtureDataModule):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from evaluation.cache import TensorCache
+from genbench.checks import integer_errors, positive_errors
 
 log = logging.getLogger("genbench.evaluation")
 
@@ -53,16 +54,9 @@ class ClassifierSettings:
         allowed = {f.name for f in fields(ClassifierSettings)}
         for key in sorted(set(d) - allowed):
             errors.append(f"eval.classifier.{key}: unknown key; allowed: {sorted(allowed)}")
-        for key in ("width", "feature_dim", "epochs", "batch_size"):
-            v = d.get(key, 1)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                errors.append(f"eval.classifier.{key}={v!r}: must be an integer >= 1")
-        lr = d.get("lr", 1e-3)
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            errors.append(f"eval.classifier.lr={lr!r}: must be a number > 0")
-        seed = d.get("seed", 0)
-        if not isinstance(seed, int) or seed < 0:
-            errors.append(f"eval.classifier.seed={seed!r}: must be an integer >= 0")
+        counts = [(key, d.get(key, 1), 1) for key in ("width", "feature_dim", "epochs", "batch_size")]
+        errors += integer_errors("eval.classifier.", *counts, ("seed", d.get("seed", 0), 0))
+        errors += positive_errors("eval.classifier.", ("lr", d.get("lr", 1e-3)))
         return errors
 
 

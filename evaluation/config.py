@@ -12,6 +12,7 @@ from typing import Any
 
 from evaluation.classifier import ClassifierSettings
 from evaluation.features import FEATURE_SPACES, inception_weights_path
+from genbench.checks import is_int
 from genbench.errors import ConfigError
 
 
@@ -88,7 +89,7 @@ class EvalConfig:
 
         def integer(key: str, low: int, default: Any, why: str = "") -> None:
             v = cfg.get(key, default)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            if not is_int(v, low):
                 errors.append(f"eval.{key}={v!r}: must be an integer >= {low}{why}")
 
         features = cfg.get("features", "auto")
@@ -114,7 +115,7 @@ class EvalConfig:
         if split not in ("train", "val"):
             errors.append(f"eval.split={split!r}: must be 'train' or 'val'")
         num_real = cfg.get("num_real")
-        if num_real is not None and (not isinstance(num_real, int) or isinstance(num_real, bool) or num_real < 2):
+        if num_real is not None and not is_int(num_real, 2):
             errors.append(f"eval.num_real={num_real!r}: must be null (the whole split) or an integer >= 2")
         device = cfg.get("device", "auto")
         if not isinstance(device, str) or not device:

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
+from genbench.checks import integer_errors, is_int, is_number
 from genbench.config import resolved_config
 from genbench.errors import ConfigError
 
@@ -20,19 +21,15 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_
               "deepspeed", "single_device")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _devices_ok(d: Any) -> bool:
     """Lightning's ``devices``: a count >= 1, -1 (all), ``auto``, or a list / comma string of device ids."""
-    if _is_int(d):
+    if is_int(d):
         return d >= 1 or d == -1
     if isinstance(d, str):
         ids = [p.strip() for p in d.split(",") if p.strip()]
         return d == "auto" or (bool(ids) and all(p.lstrip("-").isdigit() for p in ids))
     if isinstance(d, (list, tuple, ListConfig)):
-        return len(d) > 0 and all(_is_int(i) and i >= 0 for i in d)
+        return len(d) > 0 and all(is_int(i, 0) for i in d)
     return False
 
 
@@ -75,7 +72,7 @@ def _family_trainer_errors(model: Any, trainer: Any) -> list[str]:
 def trainer_errors(t: Any) -> list[str]:
     errors = []
     ms = t.get("max_steps", -1)
-    if not isinstance(ms, int) or (ms < 1 and ms != -1):
+    if not is_int(ms) or (ms < 1 and ms != -1):
         errors.append(f"trainer.max_steps={ms!r}: must be an integer >= 1 (or -1 with max_epochs)")
     prec = str(t.get("precision", "32-true"))
     if prec not in PRECISIONS:
@@ -84,10 +81,10 @@ def trainer_errors(t: Any) -> list[str]:
     if acc not in ("cpu", "gpu", "cuda", "mps", "auto", "tpu"):
         errors.append(f"trainer.accelerator={acc!r}: must be one of ['cpu', 'gpu', 'cuda', 'mps', 'auto']")
     clip = t.get("gradient_clip_val")
-    if clip is not None and (not isinstance(clip, (int, float)) or clip < 0):
+    if clip is not None and not (is_number(clip) and clip >= 0):
         errors.append(f"trainer.gradient_clip_val={clip!r}: must be null or a number >= 0")
     accumulate = t.get("accumulate_grad_batches", 1)
-    if not _is_int(accumulate) or accumulate < 1:
+    if not is_int(accumulate, 1):
         errors.append(f"trainer.accumulate_grad_batches={accumulate!r}: must be an integer >= 1")
     devices = t.get("devices", "auto")
     if not _devices_ok(devices):
@@ -96,14 +93,14 @@ def trainer_errors(t: Any) -> list[str]:
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         errors.append(f"trainer.strategy={strategy!r}: must be one of {list(STRATEGIES)}")
     me = t.get("max_epochs", -1)
-    if me is not None and (not _is_int(me) or (me < 1 and me != -1)):
+    if me is not None and (not is_int(me) or (me < 1 and me != -1)):
         errors.append(f"trainer.max_epochs={me!r}: must be an integer >= 1, or -1 (no limit, max_steps decides)")
     if ms == -1 and me in (-1, None):
         errors.append("trainer.max_steps=-1 and trainer.max_epochs=-1: training would never end; set one of them")
     for key, low, default in (("log_every_n_steps", 1, 50), ("check_val_every_n_epoch", 1, 1),
                               ("num_sanity_val_steps", -1, 2)):
         v = t.get(key, default)
-        if v is not None and (not _is_int(v) or v < low):
+        if v is not None and not is_int(v, low):
             errors.append(f"trainer.{key}={v!r}: must be an integer >= {low}")
     for key in ("benchmark", "enable_progress_bar", "enable_model_summary", "use_distributed_sampler"):
         v = t.get(key)
@@ -119,7 +116,7 @@ def callbacks_errors(callbacks: Any) -> list[str]:
     errors = []
     ckpt = (callbacks or {}).get("model_checkpoint") or {}
     every = ckpt.get("every_n_train_steps")
-    if every is not None and (not _is_int(every) or every < 0):
+    if every is not None and not is_int(every, 0):
         errors.append(
             f"callbacks.model_checkpoint.every_n_train_steps={every!r}: "
             "must be null or an integer >= 0 (0: only at the end)"
@@ -134,9 +131,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
         resolved_config(cfg)
     except Exception as e:  # noqa: BLE001 - an unresolvable interpolation or missing value
         return [f"the config does not resolve: {e}"]
-    seed = cfg.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
-        errors.append(f"seed={seed!r}: must be an integer >= 0")
+    errors += integer_errors("", ("seed", cfg.get("seed", 0), 0))
     monitor = cfg.get("monitor", "train/loss")
     if not isinstance(monitor, str) or not monitor:
         errors.append(f"monitor={monitor!r}: must be the name of a logged metric, e.g. 'train/loss' or 'val/fid'")

@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from genbench import __version__
+from genbench.checks import positive_errors
 from genbench.errors import TrainingDivergedError
 
 CHECKPOINT_KEY = "genbench"
@@ -330,10 +331,7 @@ class GenerativeModule(L.LightningModule):
 
         Called by :mod:`genbench.validate` before any data is loaded. Subclasses extend it.
         """
-        errors = []
-        lr = cfg.get("lr", 1e-3)
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            errors.append(f"model.lr={lr!r}: must be a number > 0")
+        errors = positive_errors("model.", ("lr", cfg.get("lr", 1e-3)))
         errors += optimizer_errors(cfg.get("optimizer"))
         comp = cfg.get("compile", False)
         if not isinstance(comp, (bool, Mapping)):

@@ -22,6 +22,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from rich.progress import track
 from torch import Tensor, nn
 
+from genbench.checks import integer_errors, is_int, is_number
 from models.base import GenerativeModule, eval_mode
 from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule, schedule_errors
 from models.distributions import nats_to_bits_per_dim
@@ -31,14 +32,6 @@ SAMPLERS = ("ddpm", "ddim")
 #: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
 SAMPLE_KWARGS = ("sampler", "steps", "eta", "spacing")
 LR_DECAYS = ("none", "cosine")
-
-
-def _is_int(v: Any, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 class DDPM(GenerativeModule):
@@ -213,9 +206,9 @@ class DDPM(GenerativeModule):
             raise ValueError(f"spacing={spacing!r}: must be one of {list(SPACINGS)}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r}: must be one of {list(SAMPLERS)}")
-        if not _is_int(steps, 1) or steps > self.T:
+        if not is_int(steps, 1) or steps > self.T:
             raise ValueError(f"steps={steps!r}: must be an integer in [1, T] = [1, {self.T}]")
-        if not _is_number(eta) or eta < 0:
+        if not (is_number(eta) and eta >= 0):
             raise ValueError(f"eta={eta!r}: must be a number >= 0")
         return sampler, steps, float(eta), spacing
 
@@ -357,17 +350,17 @@ class DDPM(GenerativeModule):
         if g("sampler", "ddpm") not in SAMPLERS:
             errors.append(f"model.sampler={g('sampler')!r}: must be one of {list(SAMPLERS)}")
         steps = g("sample_steps")
-        if steps is not None and (not _is_int(steps, 1) or (_is_int(T, 1) and steps > T)):
+        if steps is not None and (not is_int(steps, 1) or (is_int(T, 1) and steps > T)):
             errors.append(
                 f"model.sample_steps={steps!r}: must be null (all T steps) or an integer in [1, T={T}]"
             )
         eta = g("eta", 0.0)
-        if not _is_number(eta) or eta < 0:
+        if not (is_number(eta) and eta >= 0):
             errors.append(f"model.eta={eta!r}: must be a number >= 0 (DDIM's η)")
         if g("sample_spacing", "linear") not in SPACINGS:
             errors.append(f"model.sample_spacing={g('sample_spacing')!r}: must be one of {list(SPACINGS)}")
         decay = g("ema_decay", 0.9999)
-        if decay is not None and (not _is_number(decay) or not 0 <= decay < 1):
+        if decay is not None and not (is_number(decay) and 0 <= decay < 1):
             errors.append(f"model.ema_decay={decay!r}: must be null (no EMA) or a number in [0, 1)")
         for key, lo in (
             ("ema_warmup_steps", 0),
@@ -376,13 +369,11 @@ class DDPM(GenerativeModule):
             ("nll_chunk", 1),
             ("lr_warmup_steps", 0),
         ):
-            v = g(key, lo)
-            if not _is_int(v, lo):
-                errors.append(f"model.{key}={v!r}: must be an integer >= {lo}")
+            errors += integer_errors("model.", (key, g(key, lo), lo))
         if g("lr_decay", "none") not in LR_DECAYS:
             errors.append(f"model.lr_decay={g('lr_decay')!r}: must be one of {list(LR_DECAYS)}")
         clip = g("grad_clip", 1.0)
-        if clip is not None and (not _is_number(clip) or clip < 0):
+        if clip is not None and not (is_number(clip) and clip >= 0):
             errors.append(f"model.grad_clip={clip!r}: must be null or a number >= 0")
         if not isinstance(g("clip_denoised", True), bool):
             errors.append(f"model.clip_denoised={g('clip_denoised')!r}: must be true or false")

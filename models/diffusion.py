@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from genbench.checks import integer_errors, is_int, is_number
 from models.distributions import LOG_2PI, discretized_gaussian_log_likelihood, gaussian_kl
 
 SCHEDULES = ("linear", "cosine")
@@ -44,12 +45,11 @@ def schedule_errors(
     errors = []
     if schedule not in SCHEDULES:
         errors.append(f"{prefix}schedule={schedule!r}: must be one of {list(SCHEDULES)}")
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        errors.append(f"{prefix}T={T!r}: must be an integer >= 1")
+    errors += integer_errors(prefix, ("T", T, 1))
     if schedule == "linear":
         bad = False
         for key, v in (("beta_start", beta_start), ("beta_end", beta_end)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            if not (is_number(v) and 0 < v < 1):
                 errors.append(f"{prefix}{key}={v!r}: must be a number in the open interval (0, 1)")
                 bad = True
         if not bad and not beta_start < beta_end:
@@ -57,7 +57,7 @@ def schedule_errors(
                 f"{prefix}beta_start={beta_start!r}, {prefix}beta_end={beta_end!r}: the linear schedule must be "
                 f"increasing, beta_start < beta_end"
             )
-    if schedule == "cosine" and (isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0):
+    if schedule == "cosine" and not (is_number(s) and s > 0):
         errors.append(f"{prefix}s={s!r}: must be a number > 0 (the cosine schedule's offset)")
     return errors
 
@@ -344,7 +344,7 @@ class NoiseSchedule(nn.Module):
           (τ_i = max_{j ≤ i} (τ_j + i − j)), so the chain never repeats a step.
         """
         steps = self.T if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.T:
+        if not (is_int(steps, 1) and steps <= self.T):
             raise ValueError(f"steps={steps!r}: must be an integer in [1, T] = [1, {self.T}]")
         if spacing not in SPACINGS:
             raise ValueError(f"spacing={spacing!r}: must be one of {list(SPACINGS)}")

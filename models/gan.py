@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from genbench.checks import integer_errors, is_int, is_number
 from models.base import GenerativeModule, eval_mode
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
@@ -292,32 +293,27 @@ class GAN(GenerativeModule):
         loss = cfg.get("loss", "nonsaturating")
         if loss not in GAN_LOSSES:
             errors.append(f"model.loss={loss!r}: must be one of {list(GAN_LOSSES)}")
-        for key, default in (("n_critic", 1), ("latent_dim", 64), ("n_fixed_samples", 64)):
-            v = cfg.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                errors.append(f"model.{key}={v!r}: must be an integer >= 1")
+        errors += integer_errors(
+            "model.", ("n_critic", cfg.get("n_critic", 1), 1), ("latent_dim", cfg.get("latent_dim", 64), 1),
+            ("n_fixed_samples", cfg.get("n_fixed_samples", 64), 1), ("ema_warmup_steps", cfg.get("ema_warmup_steps", 0), 0),
+        )  # fmt: skip
         every = cfg.get("fixed_grid_every_n_steps", 500)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        if not is_int(every, 0):
             errors.append(f"model.fixed_grid_every_n_steps={every!r}: must be an integer >= 0 (0: never)")
         for key, default in (("gp_weight", 10.0), ("r1_gamma", 0.0)):
             v = cfg.get(key, default)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            if not (is_number(v) and v >= 0):
                 errors.append(f"model.{key}={v!r}: must be a number >= 0 (a penalty weight)")
         lr_d = cfg.get("lr_d")
-        if lr_d is not None and (
-            isinstance(lr_d, bool) or not isinstance(lr_d, (int, float)) or not lr_d > 0
-        ):
+        if lr_d is not None and not (is_number(lr_d) and lr_d > 0):
             errors.append(f"model.lr_d={lr_d!r}: must be null (same as model.lr) or a number > 0")
         for key in ("spectral_norm", "ema"):
             v = cfg.get(key, False)
             if not isinstance(v, bool):
                 errors.append(f"model.{key}={v!r}: must be true or false")
         decay = cfg.get("ema_decay", 0.999)
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        if not (is_number(decay) and 0 <= decay < 1):
             errors.append(f"model.ema_decay={decay!r}: must be a number in [0, 1)")
-        warm = cfg.get("ema_warmup_steps", 0)
-        if isinstance(warm, bool) or not isinstance(warm, int) or warm < 0:
-            errors.append(f"model.ema_warmup_steps={warm!r}: must be an integer >= 0")
         disc = cfg.get("discriminator") or {}
         if loss == "wgan-gp" and hasattr(disc, "get") and disc.get("norm") == "batch":
             errors.append(

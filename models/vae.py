@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from genbench.checks import integer_errors, nonnegative_errors, positive_errors
 from models.base import GenerativeModule
 from models.distributions import gaussian_log_prob, nats_to_bits_per_dim, standard_normal_kl
 from models.likelihoods import LIKELIHOODS, make_likelihood
@@ -166,19 +167,11 @@ class VAE(GenerativeModule):
     @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
         errors = super().config_errors(cfg)
-        beta = cfg.get("beta", 1.0)
-        if not isinstance(beta, (int, float)) or beta < 0:
-            errors.append(f"model.beta={beta!r}: must be a number >= 0")
-        ld = cfg.get("latent_dim", 16)
-        if not isinstance(ld, int) or ld < 1:
-            errors.append(f"model.latent_dim={ld!r}: must be an integer >= 1")
+        errors += nonnegative_errors("model.", ("beta", cfg.get("beta", 1.0)))
+        errors += integer_errors("model.", ("latent_dim", cfg.get("latent_dim", 16), 1))
         lik = cfg.get("likelihood", "bernoulli")
         if lik not in LIKELIHOODS:
             errors.append(f"model.likelihood={lik!r}: must be one of {sorted(LIKELIHOODS)}")
-        sigma = cfg.get("sigma", 0.1)
-        if not isinstance(sigma, (int, float)) or not sigma > 0:
-            errors.append(f"model.sigma={sigma!r}: must be a number > 0")
-        k = cfg.get("iw_samples", 64)
-        if not isinstance(k, int) or k < 1:
-            errors.append(f"model.iw_samples={k!r}: must be an integer >= 1")
+        errors += positive_errors("model.", ("sigma", cfg.get("sigma", 0.1)))
+        errors += integer_errors("model.", ("iw_samples", cfg.get("iw_samples", 64), 1))
         return errors

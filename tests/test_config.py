@@ -93,6 +93,39 @@ def test_every_family_checks_its_networks_before_training(tmp_path, overrides, e
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        # bool is a subclass of int: these six went through as 1 / 0 (or NaN as a number) before genbench.checks
+        (["model.latent_dim=true"], "model.latent_dim=True: must be an integer >= 1"),
+        (["data.num_workers=true"], "data.num_workers=True: must be an integer >= 0"),
+        (["seed=true"], "seed=True: must be an integer >= 0"),
+        (["data=rings", "data.n_train=true"], "data.n_train=True: must be an integer >= 1"),
+        (["trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan: must be null or a number >= 0"),
+        (["model=ddpm", "model.eta=nan"], "model.eta=nan: must be a number >= 0 (DDIM's η)"),
+        (["model.sigma=nan"], "model.sigma=nan: must be a number > 0"),
+        (["model=ddpm", "model.T=true"], "model.T=True: must be an integer >= 1"),
+    ],
+)  # fmt: skip
+def test_booleans_and_nan_are_not_counts_or_numbers(tmp_path, overrides, expected):
+    cfg = compose_config(TINY + overrides, run_dir=tmp_path)
+    assert config_errors(cfg) == [expected]
+
+
+def test_shared_value_checks():
+    from genbench.checks import integer_errors, is_int, is_number, nonnegative_errors, positive_errors
+
+    assert [is_int(v) for v in (0, -3, True, 1.0, "1")] == [True, True, False, False, False]
+    assert [is_int(v, 1) for v in (0, 1, 2)] == [False, True, True]
+    assert [is_number(v) for v in (0, 1.5, float("nan"), False, "1")] == [True, True, True, False, False]
+    assert integer_errors("p.", ("a", 0, 1), ("b", 1, 1), ("c", False, 0)) == [
+        "p.a=0: must be an integer >= 1", "p.c=False: must be an integer >= 0"]  # fmt: skip
+    assert positive_errors("p.", ("x", 0.0), ("y", 1e-9), ("z", float("nan"))) == [
+        "p.x=0.0: must be a number > 0", "p.z=nan: must be a number > 0"]  # fmt: skip
+    assert nonnegative_errors("", ("w", 0), ("v", -1e-9), ("u", True)) == [
+        "v=-1e-09: must be a number >= 0", "u=True: must be a number >= 0"]  # fmt: skip
+
+
 def test_all_problems_reported_at_once(tmp_path):
     cfg = compose_config(TINY + ["model.lr=-1", "data.batch_size=0", "model.beta=-1"], run_dir=tmp_path)
     assert len(config_errors(cfg)) == 3

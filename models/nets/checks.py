@@ -12,14 +12,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-
-def is_int(v: Any, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def integer_errors(prefix: str, *checks: tuple[str, Any, int]) -> list[str]:
-    """``key=value: must be an integer >= lo`` for each ``(key, value, lo)`` that is not."""
-    return [f"{prefix}{key}={v!r}: must be an integer >= {lo}" for key, v, lo in checks if not is_int(v, lo)]
+from genbench.checks import is_int
 
 
 def levels_errors(prefix: str, ch_mult: Any, image_size: Any, halvings: int | None = None, name: str = "the network") -> list[str]:

@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models.nets.checks import CheckedNet, integer_errors, levels_errors
+from genbench.checks import integer_errors
+from models.nets.checks import CheckedNet, levels_errors
 
 DISCRIMINATOR_NORMS = ("none", "batch", "layer")
 

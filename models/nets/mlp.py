@@ -6,7 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from models.nets.checks import CheckedNet, integer_errors
+from genbench.checks import integer_errors
+from models.nets.checks import CheckedNet
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}
 

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models.nets.checks import CheckedNet, integer_errors
+from genbench.checks import integer_errors
+from models.nets.checks import CheckedNet
 from models.nets.unet import timestep_embedding
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.nets.checks import CheckedNet, integer_errors, levels_errors
+from genbench.checks import integer_errors, is_int, is_number
+from models.nets.checks import CheckedNet, levels_errors
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -227,7 +228,7 @@ class UNet(CheckedNet, nn.Module):
         """Problems with the arguments, one message each (``prefix`` names the config node)."""
         errors = integer_errors(prefix, ("in_channels", in_channels, 1), ("image_size", image_size, 1), ("ch", ch, 1),
                                 ("num_res_blocks", num_res_blocks, 1), ("groups", groups, 1))  # fmt: skip
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        if not (is_number(dropout) and 0 <= dropout < 1):
             errors.append(f"{prefix}dropout={dropout!r}: must be a number in [0, 1)")
         # the lowest level is not halved: len(ch_mult) - 1 halvings
         errors += levels_errors(prefix, ch_mult, image_size, len(ch_mult) - 1 if isinstance(ch_mult, Sequence) else None,
@@ -240,9 +241,7 @@ class UNet(CheckedNet, nn.Module):
                 f"{prefix}attn_resolutions={attn_resolutions!r}: each must be one of the UNet's resolutions {resolutions}"
             )
         n = len(ch_mult)
-        if not isinstance(attn_levels, Sequence) or any(
-            not isinstance(i, int) or not -n <= i < n for i in attn_levels
-        ):
+        if not isinstance(attn_levels, Sequence) or not all(is_int(i, -n) and i < n for i in attn_levels):
             errors.append(
                 f"{prefix}attn_levels={attn_levels!r}: each must be a level index in [{-n}, {n - 1}] (len(ch_mult)={n})"
             )
