@@ -121,6 +121,9 @@ def callbacks_errors(callbacks: Any) -> list[str]:
             f"callbacks.model_checkpoint.every_n_train_steps={every!r}: "
             "must be null or an integer >= 0 (0: only at the end)"
         )
+    top_k = ckpt.get("save_top_k", 1)
+    if not is_int(top_k, -1):
+        errors.append(f"callbacks.model_checkpoint.save_top_k={top_k!r}: must be an integer >= -1 (-1: every checkpoint)")
     return errors
 
 

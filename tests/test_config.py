@@ -96,7 +96,7 @@ def test_every_family_checks_its_networks_before_training(tmp_path, overrides, e
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        # bool is a subclass of int: these six went through as 1 / 0 (or NaN as a number) before genbench.checks
+        # bool is a subclass of int: these went through as 1 / 0 (or NaN as a number) before genbench.checks
         (["model.latent_dim=true"], "model.latent_dim=True: must be an integer >= 1"),
         (["data.num_workers=true"], "data.num_workers=True: must be an integer >= 0"),
         (["seed=true"], "seed=True: must be an integer >= 0"),
@@ -105,6 +105,8 @@ def test_every_family_checks_its_networks_before_training(tmp_path, overrides, e
         (["model=ddpm", "model.eta=nan"], "model.eta=nan: must be a number >= 0 (DDIM's η)"),
         (["model.sigma=nan"], "model.sigma=nan: must be a number > 0"),
         (["model=ddpm", "model.T=true"], "model.T=True: must be an integer >= 1"),
+        (["callbacks.model_checkpoint.save_top_k=true"],
+         "callbacks.model_checkpoint.save_top_k=True: must be an integer >= -1 (-1: every checkpoint)"),
     ],
 )  # fmt: skip
 def test_booleans_and_nan_are_not_counts_or_numbers(tmp_path, overrides, expected):
