@@ -1,9 +1,9 @@
 """Argument checks shared by the networks, so that a bad config is reported before anything is built.
 
 A network class derives from :class:`CheckedNet` and gives a static ``argument_errors(..., prefix)``
-taking its constructor's arguments. The constructor raises on its messages; :meth:`CheckedNet.config_errors`
-runs the same checks on a Hydra node, for :mod:`genbench.validate`, with the constructor's defaults for the
-keys the node leaves out.
+taking its constructor's arguments. The constructor raises on its messages with
+:meth:`CheckedNet.check_arguments`; :meth:`CheckedNet.config_errors` runs the same checks on a Hydra node,
+for :mod:`genbench.validate`, with the constructor's defaults for the keys the node leaves out.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ class CheckedNet:
     @staticmethod
     def argument_errors(prefix: str = "") -> list[str]:  # overridden: the constructor's arguments, then prefix
         return []
+
+    def check_arguments(self, *args: Any) -> None:
+        """Raise ``ValueError`` naming the class and every problem ``argument_errors(*args)`` finds."""
+        errors = self.argument_errors(*args)
+        if errors:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(errors))
 
     @classmethod
     def config_errors(cls, node: Any, prefix: str = "model.net.") -> list[str]:

@@ -24,9 +24,7 @@ class ConvEncoder(CheckedNet, nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, out_features: int, ch: int = 32, ch_mult: Sequence[int] = (1, 2)):
         super().__init__()
-        errors = self.argument_errors(in_channels, image_size, out_features, ch, ch_mult)
-        if errors:
-            raise ValueError("ConvEncoder: " + "; ".join(errors))
+        self.check_arguments(in_channels, image_size, out_features, ch, ch_mult)
         layers: list[nn.Module] = []
         c_in = in_channels
         for m in ch_mult:
@@ -56,9 +54,7 @@ class ConvDecoder(CheckedNet, nn.Module):
 
     def __init__(self, in_features: int, out_channels: int, image_size: int, ch: int = 32, ch_mult: Sequence[int] = (1, 2)):
         super().__init__()
-        errors = self.argument_errors(in_features, out_channels, image_size, ch, ch_mult)
-        if errors:
-            raise ValueError("ConvDecoder: " + "; ".join(errors))
+        self.check_arguments(in_features, out_channels, image_size, ch, ch_mult)
         mults = list(ch_mult)[::-1]
         self.side = image_size // 2 ** len(mults)
         self.c0 = ch * mults[0]

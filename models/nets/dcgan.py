@@ -52,9 +52,7 @@ class DCGANGenerator(CheckedNet, nn.Module):
         batch_norm: bool = True,
     ):
         super().__init__()
-        errors = self.argument_errors(latent_dim, out_channels, image_size, ch, ch_mult, batch_norm)
-        if errors:
-            raise ValueError("DCGANGenerator: " + "; ".join(errors))
+        self.check_arguments(latent_dim, out_channels, image_size, ch, ch_mult, batch_norm)
         mults = list(ch_mult)[::-1]
         self.side = image_size // 2 ** len(mults)
         self.c0 = ch * mults[0]
@@ -108,9 +106,7 @@ class DCGANDiscriminator(CheckedNet, nn.Module):
         norm: str = "batch",
     ):
         super().__init__()
-        errors = self.argument_errors(in_channels, image_size, ch, ch_mult, norm)
-        if errors:
-            raise ValueError("DCGANDiscriminator: " + "; ".join(errors))
+        self.check_arguments(in_channels, image_size, ch, ch_mult, norm)
         side = image_size // 2 ** len(ch_mult)
         layers: list[nn.Module] = []
         c_in = in_channels

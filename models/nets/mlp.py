@@ -18,9 +18,7 @@ class MLP(CheckedNet, nn.Module):
 
     def __init__(self, in_features: int, out_features: int, hidden: int = 256, depth: int = 3, activation: str = "silu"):
         super().__init__()
-        errors = self.argument_errors(in_features, out_features, hidden, depth, activation)
-        if errors:
-            raise ValueError("MLP: " + "; ".join(errors))
+        self.check_arguments(in_features, out_features, hidden, depth, activation)
         layers: list[nn.Module] = []
         width = in_features
         for _ in range(depth):

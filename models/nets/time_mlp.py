@@ -58,9 +58,7 @@ class TimeMLP(CheckedNet, nn.Module):
         linear_skip: bool = True,
     ):
         super().__init__()
-        errors = self.argument_errors(in_features, hidden, depth, temb_dim, fourier_features, linear_skip)
-        if errors:
-            raise ValueError("TimeMLP: " + "; ".join(errors))
+        self.check_arguments(in_features, hidden, depth, temb_dim, fourier_features, linear_skip)
         self.temb_dim = temb_dim
         self.register_buffer(
             "freqs", 2.0 ** torch.arange(fourier_features, dtype=torch.float32), persistent=False

@@ -130,7 +130,7 @@ class UNet(CheckedNet, nn.Module):
         attn_levels: Sequence[int] = (),
     ):
         super().__init__()
-        errors = self.argument_errors(
+        self.check_arguments(
             in_channels,
             image_size,
             ch,
@@ -141,8 +141,6 @@ class UNet(CheckedNet, nn.Module):
             groups,
             attn_levels,
         )
-        if errors:
-            raise ValueError("UNet: " + "; ".join(errors))
         ch_mult = tuple(ch_mult)
         resolutions = [image_size // 2**i for i in range(len(ch_mult))]
         attn_resolutions = set(attn_resolutions) | {resolutions[i] for i in attn_levels}
