@@ -362,14 +362,8 @@ class DDPM(GenerativeModule):
         decay = g("ema_decay", 0.9999)
         if decay is not None and not (is_number(decay) and 0 <= decay < 1):
             errors.append(f"model.ema_decay={decay!r}: must be null (no EMA) or a number in [0, 1)")
-        for key, lo in (
-            ("ema_warmup_steps", 0),
-            ("nll_batch_size", 0),
-            ("nll_every_n_val", 1),
-            ("nll_chunk", 1),
-            ("lr_warmup_steps", 0),
-        ):
-            errors += integer_errors("model.", (key, g(key, lo), lo))
+        counts = (("ema_warmup_steps", 0), ("nll_batch_size", 0), ("nll_every_n_val", 1), ("nll_chunk", 1), ("lr_warmup_steps", 0))
+        errors += integer_errors("model.", *((key, g(key, lo), lo) for key, lo in counts))
         if g("lr_decay", "none") not in LR_DECAYS:
             errors.append(f"model.lr_decay={g('lr_decay')!r}: must be one of {list(LR_DECAYS)}")
         clip = g("grad_clip", 1.0)

@@ -295,7 +295,7 @@ class GAN(GenerativeModule):
             errors.append(f"model.loss={loss!r}: must be one of {list(GAN_LOSSES)}")
         errors += integer_errors(
             "model.", ("n_critic", cfg.get("n_critic", 1), 1), ("latent_dim", cfg.get("latent_dim", 64), 1),
-            ("n_fixed_samples", cfg.get("n_fixed_samples", 64), 1), ("ema_warmup_steps", cfg.get("ema_warmup_steps", 0), 0),
+            ("n_fixed_samples", cfg.get("n_fixed_samples", 64), 1),
         )  # fmt: skip
         every = cfg.get("fixed_grid_every_n_steps", 500)
         if not is_int(every, 0):
@@ -314,6 +314,7 @@ class GAN(GenerativeModule):
         decay = cfg.get("ema_decay", 0.999)
         if not (is_number(decay) and 0 <= decay < 1):
             errors.append(f"model.ema_decay={decay!r}: must be a number in [0, 1)")
+        errors += integer_errors("model.", ("ema_warmup_steps", cfg.get("ema_warmup_steps", 0), 0))
         disc = cfg.get("discriminator") or {}
         if loss == "wgan-gp" and hasattr(disc, "get") and disc.get("norm") == "batch":
             errors.append(
