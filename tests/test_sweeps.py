@@ -62,3 +62,21 @@ def test_optuna_runs_three_trials_and_reports_the_best(tmp_path, family):
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(fids))
     assert set(best["best_params"]) == set(_compose_with_hydra([f"hparams_search={family}_optuna"]).hydra.sweeper.params)
+
+
+def test_readme_cluster_command_composes_as_documented():
+    """The README's GPU-cluster command: experiment=lecture must not undo eval=inception or the cluster choices."""
+    readme = Path(CONF_DIR).parent.joinpath("README.md").read_text()
+    block = readme.split("### On a GPU cluster with W&B (CIFAR-10)")[1].split("```bash")[1].split("```")[0]
+    command = " ".join(line.strip().rstrip("\\") for line in block.splitlines() if "genbench-train" in line or line.startswith("    "))
+    args = [a for a in command.split() if "=" in a and not a.startswith("hydra/")]
+    assert "experiment=lecture" in args and "eval=inception" in args
+    # one job of the multirun: the first value of each swept key
+    single = [a.split(",")[0] for a in args if not a.startswith("hydra.launcher.")]
+    cfg = _compose_with_hydra([*single, "hydra/launcher=slurm", *(a for a in args if a.startswith("hydra.launcher."))])
+    assert cfg.eval.features == "inception"
+    assert cfg.eval.inception_weights == "/path/pt_inception.pth" and cfg.eval.num_samples == 50000
+    assert cfg.data.name == "cifar10" and cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
+    assert cfg.trainer.max_steps == 200000 and cfg.hydra.launcher.gpus_per_node == 4
+    # the experiment's shared budget settings stay (same batch size and precision for every family)
+    assert cfg.data.batch_size == 128 and cfg.trainer.precision == "32-true"
