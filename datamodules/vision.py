@@ -29,6 +29,12 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def _torchvision_reason(e: Exception) -> str:
+    """The first line of torchvision's error without its advice to pass ``download=True`` (genbench's key is
+    ``data.download``, and the message says what to do)."""
+    return _first_line(e).replace(" You can use download=True to download it", "")
+
+
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
     """torchvision's CIFAR-10 reader; files already on disk are accepted when all present.
 
@@ -56,6 +62,7 @@ class TorchvisionDataModule(InMemoryDataModule):
     """
 
     name = "torchvision"
+    title = ""  # the data set's name in messages
     dataset_cls: Any = None
     folder: str = ""
 
@@ -85,8 +92,8 @@ class TorchvisionDataModule(InMemoryDataModule):
                 else "data.download=false, so nothing was downloaded"
             )
             raise DatasetNotFoundError(
-                f"data={self.name}: the {self.dataset_cls.__name__} files are missing under "
-                f"{self.root / self.folder} ({hint}: {_first_line(e)}). "
+                f"data={self.name}: the {self.title} files are missing under "
+                f"{self.root / self.folder} ({hint}: {_torchvision_reason(e)}). "
                 f"Put the files there, set data.root=PATH to where they are, run once online with "
                 f"data.download=true, or use the offline data set data=mnist5k."
             ) from None
@@ -101,7 +108,7 @@ class TorchvisionDataModule(InMemoryDataModule):
 
     def _corrupt(self, e: Exception) -> DatasetCorruptError:
         return DatasetCorruptError(
-            f"data={self.name}: the {self.dataset_cls.__name__} files under {self.root / self.folder} are corrupt or "
+            f"data={self.name}: the {self.title} files under {self.root / self.folder} are corrupt or "
             f"truncated ({type(e).__name__}: {_first_line(e) or 'the file does not parse'}). Delete them and download "
             f"them again (data.download=true), or set data.root=PATH to an intact copy."
         )
@@ -136,17 +143,20 @@ class TorchvisionDataModule(InMemoryDataModule):
 
 class MNISTDataModule(TorchvisionDataModule):
     name = "mnist"
+    title = "MNIST"
     dataset_cls = torchvision.datasets.MNIST
     folder = "MNIST"
 
 
 class FashionMNISTDataModule(TorchvisionDataModule):
     name = "fashion_mnist"
+    title = "Fashion-MNIST"
     dataset_cls = torchvision.datasets.FashionMNIST
     folder = "FashionMNIST"
 
 
 class CIFAR10DataModule(TorchvisionDataModule):
     name = "cifar10"
+    title = "CIFAR-10"
     dataset_cls = _CIFAR10Files
     folder = "cifar-10-batches-py"
