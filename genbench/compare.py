@@ -166,18 +166,28 @@ def to_csv(groups: list[Group]) -> str:
 
 
 def wandb_records(project: str, group: str | None = None, api: Any = None) -> list[dict[str, Any]]:
-    """The same records from the W&B API (needs network and a key), from each run's summary."""
-    if api is None:
-        import wandb
+    """The same records from the W&B API (needs network and a key), from each run's summary.
 
-        api = wandb.Api()
+    Raises :class:`GenbenchError` when the API cannot be read (no key, no network, no such project).
+    """
+    import wandb
+
     filters = {"group": group} if group else {}
     records = []
-    for run in api.runs(project, filters=filters):
-        # genbench-train stores its results.json record (without the config) in the run summary
-        results = dict(run.summary).get("results")
-        if isinstance(results, dict) and results.get("family"):
-            records.append(flatten(results))
+    try:
+        api = wandb.Api() if api is None else api
+        for run in api.runs(project, filters=filters):
+            # genbench-train stores its results.json record (without the config) in the run summary
+            results = dict(run.summary).get("results")
+            if isinstance(results, dict) and results.get("family"):
+                records.append(flatten(results))
+    except (wandb.errors.Error, ValueError, OSError) as e:  # OSError: requests' connection errors
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise GenbenchError(
+            f"--wandb {project}: cannot read its W&B runs ({type(e).__name__}: {reason or 'no detail'}). It needs the "
+            "network and a W&B key (`wandb login` or WANDB_API_KEY) and an existing ENTITY/PROJECT; or give the run "
+            "directories instead."
+        ) from None
     return records
 
 

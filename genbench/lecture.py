@@ -59,10 +59,15 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 return code
 
+    from genbench.errors import GenbenchError
     from genbench.report import build_report
 
     group = None if args.no_wandb_report else "lecture_" + _image_data_name(out)
-    report = build_report(out, wandb_group=group)
+    try:
+        report = build_report(out, wandb_group=group)
+    except GenbenchError as e:
+        print(f"genbench-lecture: error: {e}", file=sys.stderr)
+        return 2
     print(f"genbench-lecture: done in {time.perf_counter() - start:.0f} s.\n"
           f"  report:  {report}\n  runs:    {out}/images, {out}/toy\n"
           f"  compare: genbench-compare {out}/images", flush=True)

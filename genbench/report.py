@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from genbench import figures
 from genbench.checkpoint import load_model
 from genbench.compare import flatten, group_records, to_csv, to_markdown
+from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes
 
 FAMILY_ORDER = ("gan", "vae", "ddpm")
@@ -156,7 +157,8 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
     root = Path(root)
     runs = find_runs(root)
     if not runs:
-        raise FileNotFoundError(f"no finished runs (results.json) under {root}")
+        raise GenbenchError(f"no finished runs (results.json) under {root}: train them first (genbench-lecture without "
+                            "--report-only), or give --out the directory that holds them")
     grouped = _by_data_family(runs)
     groups = group_records([flatten(r.results) for r in runs])
     table = to_markdown(groups)

@@ -69,6 +69,21 @@ def _family_trainer_errors(model: Any, trainer: Any) -> list[str]:
     return list(check(trainer)) if check is not None else []
 
 
+def _gpu_errors(accelerator: Any, devices: Any) -> list[str]:
+    """``trainer.accelerator=gpu`` (or ``cuda``) needs CUDA GPUs, at least as many as a count in ``trainer.devices``."""
+    if accelerator not in ("gpu", "cuda"):
+        return []
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible == 0:
+        return [f"trainer.accelerator={accelerator!r}: no CUDA GPU is visible on this machine (torch "
+                f"{torch.__version__}); use trainer=cpu, or trainer=ddp trainer.accelerator=cpu for CPU processes"]
+    if is_int(devices) and devices > visible:
+        return [f"trainer.devices={devices}: only {visible} CUDA GPU(s) are visible; use at most {visible}, or -1 for all"]
+    return []
+
+
 def trainer_errors(t: Any) -> list[str]:
     errors = []
     ms = t.get("max_steps", -1)
@@ -89,6 +104,8 @@ def trainer_errors(t: Any) -> list[str]:
     devices = t.get("devices", "auto")
     if not _devices_ok(devices):
         errors.append(f"trainer.devices={devices!r}: must be an integer >= 1, -1 (all), 'auto' or a list of device ids")
+    else:
+        errors += _gpu_errors(acc, devices)
     strategy = t.get("strategy", "auto")
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         errors.append(f"trainer.strategy={strategy!r}: must be one of {list(STRATEGIES)}")

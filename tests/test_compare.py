@@ -94,3 +94,17 @@ def test_wandb_records_from_run_summaries():
 
     groups = group_records(wandb_records("me/genbench", "lecture", api=Api()))
     assert len(groups) == 1 and groups[0].mean_std("fid") == (4.0, pytest.approx(2 ** 0.5))
+
+
+def test_cli_wandb_without_a_key_is_one_clear_error(monkeypatch, capsys):
+    import wandb
+
+    def no_key():
+        raise wandb.errors.UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(wandb, "Api", no_key)
+    assert main(["--wandb", "me/genbench", "--group", "lecture_mnist5k"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genbench-compare: error: --wandb me/genbench: cannot read its W&B runs (UsageError: No API "
+                          "key configured. Use `wandb login` to log in.). It needs the network and a W&B key")  # fmt: skip
+    assert "Traceback" not in err

@@ -56,3 +56,13 @@ def test_two_seed_lecture_multirun_gives_mean_and_std_per_family(tmp_path):
         fids = [json.loads(f.read_text())["eval"]["fid"] for f in out.glob(f"*_{family}_seed*/results.json")]
         assert float(row[4]) == pytest.approx(sum(fids) / 2) and float(row[5]) == pytest.approx(abs(fids[0] - fids[1]) / 2**0.5)
     assert "±" in c.stdout
+
+
+def test_report_only_without_runs_is_one_clear_error(tmp_path, capsys):
+    from genbench.lecture import main
+
+    (tmp_path / "images").mkdir()
+    assert main(["--report-only", "--no-wandb-report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"genbench-lecture: error: no finished runs (results.json) under {tmp_path}: train them first")
+    assert not (tmp_path / "report.md").exists()

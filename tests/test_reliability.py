@@ -14,7 +14,7 @@ import torch
 from genbench.checkpoint import CheckpointError, load_model
 from genbench.io import atomic_write_json
 from genbench.train import train
-from tests.conftest import run_cli
+from tests.conftest import compose_config, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +307,25 @@ def test_each_bad_value_is_one_clear_error_before_any_work(tiny_config, monkeypa
         train(cfg)
     assert info.value.problems == [message]  # the key, the value and what is allowed
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("visible,overrides,message", [
+    (0, ["trainer=gpu"], "trainer.accelerator='gpu': no CUDA GPU is visible on this machine (torch {torch}); use "
+                         "trainer=cpu, or trainer=ddp trainer.accelerator=cpu for CPU processes"),
+    (0, ["trainer=ddp"], "trainer.accelerator='gpu': no CUDA GPU is visible on this machine (torch {torch}); use "
+                         "trainer=cpu, or trainer=ddp trainer.accelerator=cpu for CPU processes"),
+    (2, ["trainer=ddp", "trainer.devices=4"], "trainer.devices=4: only 2 CUDA GPU(s) are visible; use at most 2, or -1 for all"),
+    (2, ["trainer=ddp"], None),  # devices=-1: all of them
+    (0, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"], None),
+])  # fmt: skip
+def test_gpu_trainers_need_the_gpus_they_ask_for(monkeypatch, visible, overrides, message):
+    """Checked before any work (Lightning would otherwise fail inside the Trainer with its own exception)."""
+    from genbench.validate import config_errors
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    errors = config_errors(compose_config(overrides))
+    assert errors == ([message.format(torch=torch.__version__)] if message else [])
 
 
 # --- corrupt data set files and cache entries ---------------------------------------------------------
