@@ -10,6 +10,7 @@ Images are stored as ``uint8`` and mapped to [-1, 1] after the batch reaches its
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,6 +20,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from genbench.checks import integer_errors
+
+# Lightning warns on every resume from a step that is not a multiple of the epoch's length, because it
+# cannot see a ``state_dict`` on the DataLoader. The position in the data stream is restored by the data
+# module instead (``state_dict`` / ``EpochBatches.resume`` below), and a resumed run ends bitwise equal to
+# an uninterrupted one (tests/test_resume.py), so the warning is wrong here.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def uint8_to_unit(x: Tensor) -> Tensor:
