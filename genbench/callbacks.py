@@ -7,6 +7,26 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, showing the run's progress in steps (``step=120/2000``) next to the epoch's.
+
+    genbench trains for ``trainer.max_steps`` with ``max_epochs=-1``, for which Lightning's own bar writes
+    "Epoch 3/-2" and gives no overall progress.
+    """
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        if trainer.max_steps > 0:
+            items["step"] = f"{trainer.global_step}/{trainer.max_steps}"
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"  # no "/-2" for an unbounded epoch count
 
 
 class TrainStats(L.Callback):

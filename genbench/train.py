@@ -7,7 +7,8 @@ Examples::
     genbench-train -m model=vae seed=0,1,2 logger=csv
     genbench-train trainer.max_steps=600 ckpt_path=outputs/.../checkpoints/last.ckpt
 
-Failures: bad input (config, files) exits with status 2 and writes nothing. A run whose loss or
+Failures: bad input (config, files) exits with status 2 and writes no checkpoint or result (Hydra has
+already written its ``.hydra/`` record and ``train.log``). A run whose loss or
 weights become non-finite stops, keeps its last good checkpoint, records ``status: diverged`` and
 the message in ``results.json`` and exits with status 3. In a multirun (``-m``) a failed job is
 recorded the same way (``status: failed`` for bad input) and the sweep goes on with its next job
@@ -42,6 +43,25 @@ from genbench.validate import validate
 from genbench.wandb_utils import WandbRunId, configure_wandb_mode, finish_wandb, is_wandb_node, wandb_run_id
 
 log = logging.getLogger("genbench")
+
+
+class _DropMessage(logging.Filter):
+    """Drops one exact log message (an INFO line Lightning prints on every checkpoint save)."""
+
+    def __init__(self, message: str):
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+# Lightning's ModelCheckpoint saves full checkpoints (weights, optimizers, loops) and its connector says
+# so on every save, worded as if something had been left unset; genbench loads checkpoints with
+# weights_only=True regardless (genbench/checkpoint.py).
+logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
+    _DropMessage("`weights_only` was not set, defaulting to `False`.")
+)
 
 # The configs live at the repository root (conf/), next to the packages (installed editable).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

@@ -24,3 +24,43 @@ def test_multirun_two_seeds_with_offline_wandb_runs(tmp_path):
         run_ids.add(offline[0].name.rsplit("-", 1)[-1])
         assert list(offline[0].glob("*.wandb")), "the offline run directory holds the run file for `wandb sync`"
     assert len(run_ids) == 2  # wandb.finish() between jobs: a new run per job
+    assert "checkpoints/last.ckpt" in r.stdout + r.stderr  # the run's log lines are there, and
+    assert "`weights_only` was not set" not in r.stdout + r.stderr  # Lightning's line on every save is not
+
+
+def test_progress_bar_shows_the_step_count_and_no_negative_epoch_total(tmp_path):
+    """genbench.callbacks.ProgressBar (conf/callbacks/default.yaml) in a real fit bounded by max_steps."""
+    import lightning as L
+    import torch
+
+    from genbench.callbacks import ProgressBar
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.w(batch[0]).square().mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    seen = []
+
+    class Spy(ProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            items = super().get_metrics(trainer, pl_module)
+            seen.append(items["step"])
+            return items
+
+    bar = Spy()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    trainer = L.Trainer(max_steps=5, max_epochs=-1, callbacks=[bar], logger=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path, enable_model_summary=False)  # fmt: skip
+    trainer.fit(Tiny(), data)
+    assert seen[-1] == "5/5" and "1/5" in seen  # one update per batch, the global step out of max_steps
+    assert trainer.max_epochs == -1
+    assert bar._get_train_description(2).rstrip() == "Epoch 2"  # Lightning's own bar: "Epoch 2/-2"
+    trainer.fit_loop.max_epochs = 4
+    assert bar._get_train_description(2).rstrip() == "Epoch 2/3"
