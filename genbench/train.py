@@ -45,23 +45,29 @@ from genbench.wandb_utils import WandbRunId, configure_wandb_mode, finish_wandb,
 log = logging.getLogger("genbench")
 
 
-class _DropMessage(logging.Filter):
-    """Drops one exact log message (an INFO line Lightning prints on every checkpoint save)."""
+class _DropMessages(logging.Filter):
+    """Drops the log records whose message starts with one of ``prefixes``."""
 
-    def __init__(self, message: str):
+    def __init__(self, *prefixes: str):
         super().__init__()
-        self.message = message
+        self.prefixes = prefixes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != self.message
+        return not record.getMessage().startswith(self.prefixes)
 
 
-# Lightning's ModelCheckpoint saves full checkpoints (weights, optimizers, loops) and its connector says
-# so on every save, worded as if something had been left unset; genbench loads checkpoints with
-# weights_only=True regardless (genbench/checkpoint.py).
+# Lines that say nothing about the run, printed by the libraries on every run or save:
+# - Lightning's ModelCheckpoint saves full checkpoints (weights, optimizers, loops) and its connector says so
+#   on every save, worded as if something had been left unset; genbench loads checkpoints with
+#   weights_only=True regardless (genbench/checkpoint.py);
+# - Lightning advertises its cloud logger at every Trainer start;
+# - alembic (imported by Optuna's storages) lists the plugins it sets up, seven lines per sweep.
 logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
-    _DropMessage("`weights_only` was not set, defaulting to `False`.")
+    _DropMessages("`weights_only` was not set, defaulting to `False`.")
 )
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 # The configs live at the repository root (conf/), next to the packages (installed editable).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
