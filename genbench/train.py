@@ -40,7 +40,14 @@ from genbench.devices import drop_unusable_nvml_check
 from genbench.errors import ConfigError, GenbenchError, TrainingDivergedError
 from genbench.io import atomic_checkpoint_io, atomic_write_json
 from genbench.validate import validate
-from genbench.wandb_utils import WandbRunId, configure_wandb_mode, finish_wandb, is_wandb_node, wandb_run_id
+from genbench.wandb_utils import (
+    WandbRunId,
+    configure_wandb_mode,
+    drop_unset_anonymous,
+    finish_wandb,
+    is_wandb_node,
+    wandb_run_id,
+)
 
 log = logging.getLogger("genbench")
 
@@ -114,8 +121,9 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
     """The configured loggers; a W&B logger continues the run ``run_id`` (created if new)."""
     loggers = []
     for node in (cfg.get("logger") or {}).values():
-        if is_wandb_node(node) and run_id is not None:
-            loggers.append(instantiate(node, id=run_id, resume="allow"))
+        if is_wandb_node(node):
+            extra = {} if run_id is None else {"id": run_id, "resume": "allow"}
+            loggers.append(drop_unset_anonymous(instantiate(node, **extra)))
         else:
             loggers.append(instantiate(node))
     return loggers

@@ -45,6 +45,16 @@ def finish_wandb(loggers: list[Any]) -> None:
 
 
 
+def drop_unset_anonymous(logger: Any) -> Any:
+    """Lightning's ``WandbLogger`` always hands ``anonymous=None`` to ``wandb.init``, and wandb (0.19 and later)
+    then warns on every run that "the anonymous setting has no effect". genbench never sets it: when it is
+    None, it is not passed."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
+    return logger
+
+
 def is_wandb_node(node: Any) -> bool:
     return hasattr(node, "get") and str(node.get("_target_", "")).endswith(("loggers.WandbLogger", "wandb.WandbLogger"))
 
