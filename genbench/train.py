@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,9 @@ logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").a
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# torch (2.14 here) deprecates a check that Lightning's loops make on every fit (lightning/pytorch/utilities/_pytree.py);
+# it is Lightning's to change and says nothing about the run.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # The configs live at the repository root (conf/), next to the packages (installed editable).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
