@@ -9,6 +9,7 @@ a split of a genbench data set, or real images on disk.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -262,10 +263,17 @@ def load_npz(path: Path, option: str) -> Tensor:
             if name is None:
                 raise ConfigError([f"{option}={str(path)!r}: holds arrays {names}; name the samples 'samples' or 'arr_0'"])
             a = z[name]
-    except (OSError, ValueError) as e:
-        raise ConfigError([f"{option}={str(path)!r}: not a readable .npz file ({e})"]) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: empty, BadZipFile: truncated
+        raise ConfigError([f"{option}={str(path)!r}: not a readable .npz file ({type(e).__name__}: {e})"]) from None
+    if np.issubdtype(a.dtype, np.floating) and a.ndim in (2, 4) and len(a):
+        bad = int((~np.isfinite(a.reshape(len(a), -1))).any(1).sum())
+        if bad:
+            raise ConfigError([f"{option}={str(path)!r}: {bad} of {len(a)} samples contain NaN or inf"])
     if a.ndim == 2 and np.issubdtype(a.dtype, np.floating):
         return torch.from_numpy(a.astype(np.float32))
+    if a.ndim == 4 and a.shape[1] not in (1, 3) and a.shape[-1] not in (1, 3):
+        raise ConfigError([f"{option}={str(path)!r}: images of shape {list(a.shape)} have neither 1 nor 3 channels "
+                           "(uint8 [N,H,W,C] / [N,C,H,W], or float [N,C,H,W] in [-1,1])"])
     if a.ndim == 4 and a.dtype == np.uint8:
         if a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3):
             a = a.transpose(0, 3, 1, 2)
@@ -382,7 +390,7 @@ def load_samples(spec: str, option: str) -> Tensor:
     path = Path(spec).expanduser()
     if path.is_dir():
         x = load_image_folder(path, option)
-    elif path.is_file() and path.suffix == ".npz":
+    elif path.is_file() and path.suffix.lower() == ".npz":
         x = load_npz(path, option)
     elif path.exists():
         raise ConfigError([f"{option}={spec!r}: must be a folder of images or an .npz file"])

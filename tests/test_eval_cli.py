@@ -169,6 +169,18 @@ def test_bad_input_is_one_clear_error_and_leaves_the_cache_alone(tmp_path):
     rgb = write_pngs(tmp_path / "rgb", torch.zeros(3, 3, 28, 28))
     not_genbench = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 3}, not_genbench)
+    np.savez(tmp_path / "good.npz", samples=np.zeros((4, 1, 28, 28), np.float32))
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    nan_images = np.zeros((5, 1, 28, 28), np.float32)
+    nan_images[[1, 3], 0, 4, 4] = np.nan
+    np.savez(tmp_path / "nan_images.npz", samples=nan_images)
+    nan_points = np.zeros((6, 2), np.float32)
+    nan_points[2, 1] = np.inf
+    np.savez(tmp_path / "nan_points.npz", samples=nan_points)
+    (tmp_path / "nan_points.npz").rename(tmp_path / "NAN_POINTS.NPZ")  # the suffix in any case
+    np.savez(tmp_path / "five_channels.npz", samples=np.zeros((3, 28, 28, 5), np.uint8))
     before = cache_snapshot()
     cases = [
         (["fake=" + str(rgb), "data=mnist5k", "eval.num_samples=1"], ConfigError, "eval.num_samples=1: must be an integer >= 2"),
@@ -178,7 +190,19 @@ def test_bad_input_is_one_clear_error_and_leaves_the_cache_alone(tmp_path):
         ([f"ckpt={not_genbench}"], CheckpointError, "not a genbench checkpoint"),
         (["data=mnist5k"], ConfigError, "give exactly one: ckpt=PATH"),
         ([f"fake={rgb}"], ConfigError, "give the real reference as real=DIR|FILE.npz or as data=NAME"),
-    ]
+        ([f"fake={tmp_path / 'truncated.npz'}", "data=mnist5k"], ConfigError,
+         f"fake='{tmp_path / 'truncated.npz'}': not a readable .npz file (BadZipFile: "),
+        ([f"fake={tmp_path / 'empty.npz'}", "data=mnist5k"], ConfigError,
+         f"fake='{tmp_path / 'empty.npz'}': not a readable .npz file (EOFError: "),
+        ([f"fake={tmp_path / 'nan_images.npz'}", "data=mnist5k"], ConfigError,
+         f"fake='{tmp_path / 'nan_images.npz'}': 2 of 5 samples contain NaN or inf"),
+        ([f"fake={tmp_path / 'good.npz'}", f"real={tmp_path / 'nan_images.npz'}", "eval.features=raw"], ConfigError,
+         f"real='{tmp_path / 'nan_images.npz'}': 2 of 5 samples contain NaN or inf"),
+        ([f"fake={tmp_path / 'NAN_POINTS.NPZ'}", "data=rings"], ConfigError,
+         f"fake='{tmp_path / 'NAN_POINTS.NPZ'}': 1 of 6 samples contain NaN or inf"),
+        ([f"fake={tmp_path / 'five_channels.npz'}", "data=mnist5k"], ConfigError,
+         "images of shape [3, 28, 28, 5] have neither 1 nor 3 channels"),
+    ]  # fmt: skip
     for overrides, error, needle in cases:
         with pytest.raises(error) as e:
             evaluate(eval_config(tmp_path, *overrides))
