@@ -117,9 +117,7 @@ class EvalConfig:
         num_real = cfg.get("num_real")
         if num_real is not None and not is_int(num_real, 2):
             errors.append(f"eval.num_real={num_real!r}: must be null (the whole split) or an integer >= 2")
-        device = cfg.get("device", "auto")
-        if not isinstance(device, str) or not device:
-            errors.append(f"eval.device={device!r}: must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        errors += device_errors(cfg.get("device", "auto"))
         kwargs = cfg.get("sample_kwargs") or {}
         if not hasattr(kwargs, "keys"):
             errors.append(f"eval.sample_kwargs={kwargs!r}: must be a mapping of keyword arguments of model.sample")
@@ -130,3 +128,27 @@ class EvalConfig:
             except ConfigError as e:
                 errors += e.problems
         return errors
+
+
+def device_errors(device: Any) -> list[str]:
+    """``eval.device``: ``auto``, ``cpu``, or a CUDA / MPS device that this machine has."""
+    import torch
+
+    allowed = f"eval.device={device!r}: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+    if device == "auto":
+        return []
+    try:
+        d = torch.device(device) if isinstance(device, str) and device else None
+    except RuntimeError:
+        d = None
+    if d is None or d.type not in ("cpu", "cuda", "mps"):
+        return [allowed]
+    if d.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible == 0:
+            return [f"eval.device={device!r}: no CUDA GPU is visible on this machine; use 'cpu' or 'auto'"]
+        if d.index is not None and d.index >= visible:
+            return [f"eval.device={device!r}: only {visible} CUDA GPU(s) are visible (cuda:0 to cuda:{visible - 1})"]
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        return [f"eval.device={device!r}: MPS is not available on this machine; use 'cpu' or 'auto'"]
+    return []

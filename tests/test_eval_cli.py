@@ -216,3 +216,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert r.returncode == 2
     assert "eval.features='pixels': must be one of" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("device, visible, message", [
+    ("tpu", 0, "eval.device='tpu': must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    ("", 0, "eval.device='': must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"),
+    ("cuda", 0, "eval.device='cuda': no CUDA GPU is visible on this machine; use 'cpu' or 'auto'"),
+    ("cuda:9", 2, "eval.device='cuda:9': only 2 CUDA GPU(s) are visible (cuda:0 to cuda:1)"),
+    ("cuda:1", 2, None),
+    ("cpu", 0, None),
+    ("auto", 0, None),
+])  # fmt: skip
+def test_eval_device_is_checked_before_any_work(monkeypatch, device, visible, message):
+    from evaluation import EvalConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    errors = EvalConfig.config_errors(compose_config([f"eval.device='{device}'"], config_name="evaluate").eval)
+    assert errors == ([message] if message else [])

@@ -75,6 +75,9 @@ def test_missing_or_corrupt_inception_weights_are_one_clear_error(tmp_path, monk
                          config_name="evaluate", run_dir=tmp_path)  # fmt: skip
     with pytest.raises(ConfigError, match=r"eval.inception_weights='.*weights.pth': not a readable InceptionV3 weights file"):
         evaluate(cfg)
+    corrupt.write_text("not weights at all\n")  # text: the weights-only unpickler fails with an IndexError
+    with pytest.raises(ConfigError, match=r"eval.inception_weights='.*weights.pth': not a readable InceptionV3 weights file"):
+        evaluate(cfg)
     torch.save({"conv.weight": torch.zeros(3)}, corrupt)
     with pytest.raises(ConfigError, match="not an InceptionV3 state dict"):
         evaluate(cfg)
