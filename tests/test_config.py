@@ -154,8 +154,10 @@ def test_cli_missing_dataset_offline(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_cli_unknown_group_option_names_the_choices(tmp_path):
-    r = run_cli("genbench-train", "data=imagenet", f"hydra.run.dir={tmp_path}")
+@pytest.mark.parametrize("command", ["genbench-train", "genbench-evaluate"])
+def test_cli_unknown_group_option_names_the_choices(tmp_path, command):
+    # genbench-evaluate's data group is empty by default; an unknown name must not be dropped silently
+    r = run_cli(command, "data=imagenet", f"hydra.run.dir={tmp_path}")
     assert r.returncode != 0
     assert "imagenet" in r.stderr and "mnist5k" in r.stderr  # Hydra lists the available options
 
