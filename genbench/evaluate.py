@@ -12,6 +12,7 @@ Prints a table and writes ``run_dir/results.json`` (atomically).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -28,7 +29,7 @@ from evaluation.evaluator import RESULT_KEYS, dist_info
 from evaluation.sources import read_samples
 from genbench import __version__
 from genbench.errors import ConfigError, GenbenchError
-from genbench.io import atomic_write_json
+from genbench.io import atomic_write_json, writable_file_errors
 
 log = logging.getLogger("genbench")
 
@@ -47,6 +48,24 @@ def input_errors(cfg: DictConfig) -> list[str]:
         errors.append(f"real={real!r}: with fake=..., give the real reference as real=DIR|FILE.npz or as data=NAME (exactly one)")
     if ckpt and real:
         errors.append(f"real={real!r}: a checkpoint is compared with a data set (its own, or data=NAME), not with real=...")
+    return errors + run_dir_errors(cfg.get("run_dir"))
+
+
+def run_dir_errors(run_dir: Any) -> list[str]:
+    """``run_dir`` must be a folder where ``results.json`` can be written, and not a training run's folder:
+    its ``results.json`` (the run's record) would be replaced by the evaluation's."""
+    if not isinstance(run_dir, str) or not run_dir.strip():
+        return [f"run_dir={run_dir!r}: must be the path of a folder for results.json"]
+    out = Path(run_dir).expanduser() / "results.json"
+    errors = writable_file_errors("run_dir", run_dir, out)
+    if not errors and out.is_file():
+        try:
+            previous = json.loads(out.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if isinstance(previous, dict) and "steps" in previous and "evaluated" not in previous:  # genbench-train's
+            errors.append(f"run_dir={run_dir!r}: holds a training run's results.json, which this evaluation would "
+                          "replace; write elsewhere (the default is outputs/evaluate/<date>_<time>)")
     return errors
 
 

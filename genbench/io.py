@@ -9,12 +9,26 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    The file gets the permissions of any newly created file (0666 less the umask), not the 0600 of
+    ``mkstemp``: results and checkpoints are read by others on shared machines.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -23,6 +37,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def writable_file_errors(option: str, value: Any, path: str | os.PathLike) -> list[str]:
+    """What would stop :func:`atomic_write_bytes` from writing ``path``, named as ``option=value``: ``path`` is
+    a directory, lies under a file, or its nearest existing folder is not writable. Checked before any work."""
+    path = Path(path).expanduser().absolute()
+    if path.is_dir():
+        return [f"{option}={str(value)!r}: {path} is a directory; give the path of a file"]
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not folder.is_dir():
+        return [f"{option}={str(value)!r}: {folder} is a file, so {path} cannot be written under it"]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"{option}={str(value)!r}: cannot write in {folder} (permission denied)"]
+    return []
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

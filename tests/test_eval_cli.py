@@ -234,3 +234,29 @@ def test_eval_device_is_checked_before_any_work(monkeypatch, device, visible, me
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
     errors = EvalConfig.config_errors(compose_config([f"eval.device='{device}'"], config_name="evaluate").eval)
     assert errors == ([message] if message else [])
+
+
+def test_run_dir_is_checked_before_any_work_and_a_training_record_is_kept(tmp_path, vae_run):
+    from genbench.evaluate import evaluate
+
+    run, _ = vae_run
+    record = (run / "results.json").read_bytes()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "dir_results" / "results.json").mkdir(parents=True)
+    cases = [
+        (str(run), f"run_dir='{run}': holds a training run's results.json, which this evaluation would replace; "
+                   "write elsewhere (the default is outputs/evaluate/<date>_<time>)"),
+        ("", "run_dir='': must be the path of a folder for results.json"),
+        (str(a_file), f"run_dir='{a_file}': {a_file} is a file, so {a_file / 'results.json'} cannot be written under it"),
+        (str(tmp_path / "dir_results"), f"run_dir='{tmp_path / 'dir_results'}': {tmp_path / 'dir_results' / 'results.json'} "
+                                         "is a directory; give the path of a file"),
+    ]  # fmt: skip
+    for run_dir, message in cases:
+        cfg = compose_config([f"ckpt={run / 'checkpoints' / 'last.ckpt'}", "eval.num_samples=20"], config_name="evaluate",
+                             run_dir=tmp_path / "unused")  # fmt: skip
+        cfg.run_dir = run_dir
+        with pytest.raises(ConfigError) as e:
+            evaluate(cfg)
+        assert e.value.problems == [message]
+    assert (run / "results.json").read_bytes() == record

@@ -100,6 +100,35 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary file left
 
 
+def test_written_files_get_the_permissions_of_new_files(tmp_path):
+    """Not mkstemp's 0600: others on a shared machine read results and checkpoints (umask 022 -> 0644)."""
+    from genbench import io
+
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"fid": 1.0})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~io._UMASK
+    old = os.umask(0o077)
+    try:
+        assert (0o666 & ~io._read_umask()) == 0o600  # a private umask is honoured the same way
+    finally:
+        os.umask(old)
+
+
+def test_unwritable_outputs_are_named_before_any_work(tmp_path, monkeypatch):
+    from genbench.io import writable_file_errors
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert writable_file_errors("--csv", "out.csv", tmp_path / "ok" / "deeper" / "t.csv") == []
+    assert writable_file_errors("--csv", "d", tmp_path) == [f"--csv='d': {tmp_path} is a directory; give the path of a file"]
+    assert writable_file_errors("run_dir", "r", a_file / "sub" / "results.json") == [
+        f"run_dir='r': {a_file} is a file, so {a_file / 'sub' / 'results.json'} cannot be written under it"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked)  # root may write anywhere: pretend
+    assert writable_file_errors("--markdown", "m", locked / "t.md") == [f"--markdown='m': cannot write in {locked} (permission denied)"]
+
+
 def test_api_key_never_written_or_printed(tmp_path):
     secret = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real W&B key
     r = run_cli("genbench-train", "model=vae", "data=rings", "trainer.max_steps=3", "logger=wandb", "eval.final=false",
