@@ -18,6 +18,7 @@ are listed and the multirun exits with the largest of their statuses (2 or 3); 0
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -296,9 +297,28 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         # ReportFailedJobs sets the exit status at the end, and Optuna gets the worst value.
         if not diverged and is_global_zero():
             job_dir = Path(HydraConfig.get().runtime.output_dir)
-            atomic_write_json(job_dir / "results.json", failure_results(cfg, job_dir, "failed", e))
+            record_bad_input(job_dir, failure_results(cfg, job_dir, "failed", e))
         return worst_value()
     return monitored_value(results, cfg.monitor)
+
+
+#: Where a job that failed on bad input records it when its directory already holds a finished run.
+FAILED_RESULTS = "results.failed.json"
+
+
+def record_bad_input(job_dir: Path, record: dict[str, Any]) -> Path:
+    """Write the ``failed`` record of a multirun job into ``job_dir/results.json``, unless that file is the
+    record of a finished run (a sweep re-run into the same directory with a bad override): that one is kept,
+    as the run it describes is, and the failure goes to ``results.failed.json`` beside it."""
+    out = job_dir / "results.json"
+    try:
+        finished = json.loads(out.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        finished = False
+    if finished:
+        out = job_dir / FAILED_RESULTS
+    atomic_write_json(out, record)
+    return out
 
 
 def worst_value() -> float | list[float]:
@@ -318,8 +338,9 @@ def worst_value() -> float | list[float]:
 class ReportFailedJobs(HydraCallback):
     """Hydra callback (``conf/hydra/default.yaml``): at the end of a multirun, list the jobs that failed.
 
-    Failed jobs are found by the ``status`` of the ``results.json`` files written under the sweep
-    directory during this multirun, so it works with any launcher that shares the file system.
+    Failed jobs are found by the ``status`` of the ``results.json`` (and ``results.failed.json``, see
+    :func:`record_bad_input`) files written under the sweep directory during this multirun, so it works
+    with any launcher that shares the file system.
     Exits with the largest exit status of the failures (2 bad input, 3 diverged).
     """
 
@@ -334,10 +355,9 @@ class ReportFailedJobs(HydraCallback):
         self.sweep_dir = Path(config.hydra.sweep.dir)  # ${now:...} is resolved once, here and for the sweeper
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import json
-
         failures = []
-        for path in sorted((self.sweep_dir or Path(config.hydra.sweep.dir)).rglob("results.json")):
+        sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
+        for path in sorted([*sweep_dir.rglob("results.json"), *sweep_dir.rglob(FAILED_RESULTS)]):
             try:
                 if path.stat().st_mtime < self.started:
                     continue  # left by an earlier multirun into the same directory

@@ -249,6 +249,19 @@ def test_a_multirun_goes_on_after_a_diverged_job(tmp_path):
     assert (tmp_path / "1_vae_seed0" / "checkpoints" / "last.ckpt").is_file()
     assert "1 job(s) of this multirun failed" in r.stderr and f"{tmp_path / '0_vae_seed0'}: diverged" in r.stderr
 
+    # The same sweep again into the same directory, with a bad value: each job fails before any work. The
+    # finished job's record is kept (its run and checkpoint still stand); its failure is recorded beside it.
+    finished = (tmp_path / "1_vae_seed0" / "results.json").read_bytes()
+    r = run_cli("genbench-train", "-m", "model=vae", "data=rings", "model.lr=-1,-2", "trainer.max_steps=4",
+                "logger=none", "eval.final=false", "trainer.enable_progress_bar=false", "~callbacks.progress_bar",
+                f"hydra.sweep.dir={tmp_path}")
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert (tmp_path / "1_vae_seed0" / "results.json").read_bytes() == finished
+    failed = json.loads((tmp_path / "1_vae_seed0" / "results.failed.json").read_text())
+    assert failed["status"] == "failed" and "model.lr=-2: must be a number > 0" in failed["error"]
+    assert json.loads((tmp_path / "0_vae_seed0" / "results.json").read_text())["status"] == "failed"  # was diverged
+    assert "2 job(s) of this multirun failed" in r.stderr
+
 
 
 @pytest.mark.slow
