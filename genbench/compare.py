@@ -78,12 +78,27 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def read_results(path: Path) -> dict[str, Any]:
+    """The JSON object in a ``results.json``.
+
+    Raises:
+        ValueError: saying why, when the file cannot be read, is not UTF-8 JSON or holds no JSON object.
+    """
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+    except OSError as e:
+        raise ValueError(e.strerror or str(e)) from None
+    if not isinstance(results, dict):
+        raise ValueError(f"expected a JSON object {{...}}, found {json.dumps(results)[:40]}")
+    return results
+
+
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     records = []
     for f in find_results(paths):
         try:
-            records.append(flatten(json.loads(f.read_text())))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            records.append(flatten(read_results(f)))
+        except (ValueError, KeyError, TypeError) as e:
             print(f"genbench-compare: skipping unreadable {f}: {e}", file=sys.stderr)
     return records
 
@@ -191,6 +206,15 @@ def wandb_records(project: str, group: str | None = None, api: Any = None) -> li
     return records
 
 
+def check_output_file(option: str, path: str) -> None:
+    """Raise :class:`GenbenchError` unless ``path`` can be written as a file (missing directories are made)."""
+    from genbench.io import writable_file_errors
+
+    errors = [f"{option}='': give a file name"] if not path else writable_file_errors(option, path, path)
+    if errors:
+        raise GenbenchError(errors[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genbench-compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dirs and not args.wandb:
         parser.error("give run directories or --wandb PROJECT")
     try:
+        for option, path in (("--markdown", args.markdown), ("--csv", args.csv)):
+            if path is not None:
+                check_output_file(option, path)
         records = wandb_records(args.wandb, args.group) if args.wandb else load_records(args.dirs)
     except GenbenchError as e:
         print(f"genbench-compare: error: {e}", file=sys.stderr)
@@ -215,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     from genbench.io import atomic_write_bytes
 
-    if args.markdown:
+    if args.markdown is not None:
         atomic_write_bytes(args.markdown, md.encode())
-    if args.csv:
+    if args.csv is not None:
         atomic_write_bytes(args.csv, to_csv(groups).encode())
     return 0
 

@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from genbench.compare import read_results
+from genbench.errors import GenbenchError
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("gan", "vae", "ddpm")
 TOY_DATA = ("rings", "grid")
@@ -26,6 +29,28 @@ TOY_DATA = ("rings", "grid")
 
 def available_families() -> list[str]:
     return [f for f in FAMILIES if (CONF_DIR / "model" / f"{f}.yaml").exists()]
+
+
+def parse_families(text: str) -> list[str]:
+    """The families of ``--families`` (comma-separated); raises GenbenchError on an unknown, empty or repeated name."""
+    allowed = available_families()
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in allowed:
+            problem = "an empty family name" if not name else f"unknown family {name!r}"
+            raise GenbenchError(f"--families {text!r}: {problem}; allowed: {', '.join(allowed)} (comma-separated)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise GenbenchError(f"--families {text!r}: {', '.join(repeated)} named more than once; give each family once")
+    return names
+
+
+def check_out_dir(out: Path) -> None:
+    """Raise GenbenchError when ``out`` (or the nearest of its folders that exists) is not a directory."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"lies under the file {existing}"
+        raise GenbenchError(f"--out {out}: {where}; give a directory")
 
 
 def _train(args: list[str]) -> int:
@@ -45,7 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. seed=0,1 trainer.max_steps=500")
     args = parser.parse_args(argv)
     out = Path(args.out or f"outputs/lecture/{time.strftime('%Y-%m-%d_%H-%M-%S')}").resolve()
-    families = args.families
+    try:
+        families = ",".join(parse_families(args.families))
+        check_out_dir(out)
+    except GenbenchError as e:
+        print(f"genbench-lecture: error: {e}", file=sys.stderr)
+        return 2
 
     start = time.perf_counter()
     if not args.report_only:
@@ -59,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             if code:
                 return code
 
-    from genbench.errors import GenbenchError
     from genbench.report import build_report
 
     group = None if args.no_wandb_report else "lecture_" + _image_data_name(out)
@@ -75,10 +104,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _image_data_name(out: Path) -> str:
-    import json
-
+    """The data set of the first readable image run (the report skips and notes the unreadable ones)."""
     for f in sorted((out / "images").rglob("results.json")):
-        return json.loads(f.read_text()).get("data", "mnist5k")
+        try:
+            data = read_results(f).get("data")
+        except ValueError:
+            continue
+        if isinstance(data, str):
+            return data
     return "mnist5k"
 
 

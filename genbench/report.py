@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from hydra.utils import instantiate
 
 from genbench import figures
 from genbench.checkpoint import load_model
-from genbench.compare import flatten, group_records, to_csv, to_markdown
+from genbench.compare import flatten, group_records, read_results, to_csv, to_markdown
 from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes
 
@@ -74,9 +75,14 @@ class Run:
 
 
 def find_runs(root: Path) -> list[Run]:
+    """The finished runs under ``root``; unreadable ``results.json`` files are skipped with a note."""
     runs = []
     for f in sorted(root.rglob("results.json")):
-        res = json.loads(f.read_text())
+        try:
+            res = read_results(f)
+        except ValueError as e:
+            print(f"genbench-lecture: skipping unreadable {f}: {e}", file=sys.stderr)
+            continue
         if res.get("status", "ok") == "ok" and res.get("family"):
             runs.append(Run(f.parent, res))
     return runs

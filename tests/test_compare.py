@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +80,62 @@ def test_cli_errors(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     assert "no results.json" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"[1]", "expected a JSON object {...}, found [1]"),
+    (b'"text"', 'expected a JSON object {...}, found "text"'),
+    (b"3", "expected a JSON object {...}, found 3"),
+    (b"\xff\xfe{}", "'utf-8' codec can't decode byte 0xff in position 0"),
+    (b"{not json", "Expecting property name"),
+])
+def test_unreadable_results_are_skipped_with_a_note(sweep, capsys, content, reason):
+    bad = sweep / "9_bad" / "results.json"
+    bad.parent.mkdir()
+    bad.write_bytes(content)
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith(f"genbench-compare: skipping unreadable {bad}: {reason}") and out.err.count("\n") == 1
+    assert "| mnist5k | gan | 3 | 14.00 ± 4.00 |" in out.out  # the other runs still count
+
+
+def test_results_without_read_permission_are_skipped_with_a_note(sweep, monkeypatch, capsys):
+    locked = sweep / "0_gan_seed0" / "results.json"
+    read_text = Path.read_text
+
+    def read(self, *args, **kwargs):  # chmod 000 would not stop root, so the permission error is faked
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read)
+    assert main([str(sweep)]) == 0
+    out = capsys.readouterr()
+    assert out.err == f"genbench-compare: skipping unreadable {locked}: Permission denied\n"
+    assert "| mnist5k | gan | 2 | 16.00 ± 2.83 |" in out.out
+
+
+@pytest.mark.parametrize("option, other", [("--markdown", "--csv"), ("--csv", "--markdown")])
+@pytest.mark.parametrize("bad", ["", "{sweep}", "{sweep}/a_file/t.out", "{sweep}/a_file/sub/t.out", "unwritable"])
+def test_cli_checks_both_output_paths_before_writing_anything(sweep, monkeypatch, capsys, option, other, bad):
+    (sweep / "a_file").write_text("kept")
+    if bad == "unwritable":  # chmod would not stop root, so the missing permission is faked
+        (sweep / "locked").mkdir()
+        bad = str(sweep / "locked" / "t.out")
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != sweep / "locked" and access(path, mode))
+    bad = bad.format(sweep=sweep)
+    ok = sweep / "ok.out"
+    assert main([str(sweep), other, str(ok), option, bad]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith(f"genbench-compare: error: {option}={bad!r}: ") and out.err.count("\n") == 1
+    assert "Traceback" not in out.err and out.out == ""
+    assert not ok.exists() and (sweep / "a_file").read_text() == "kept"
+
+
+def test_cli_makes_missing_output_directories(sweep, tmp_path):
+    assert main([str(sweep), "--csv", str(tmp_path / "new" / "dir" / "t.csv")]) == 0
+    assert (tmp_path / "new" / "dir" / "t.csv").read_text().count("\n") == 4
 
 
 def test_wandb_records_from_run_summaries():

@@ -66,3 +66,67 @@ def test_report_only_without_runs_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"genbench-lecture: error: no finished runs (results.json) under {tmp_path}: train them first")
     assert not (tmp_path / "report.md").exists()
+
+
+def _no_training(*args):
+    raise AssertionError("genbench-train must not start on bad input")
+
+
+@pytest.mark.parametrize("families", ["foo", "", "gan,,vae", "gan,foo", "gan, gan"])
+def test_bad_families_are_one_clear_error_before_training(tmp_path, monkeypatch, capsys, families):
+    from genbench import lecture
+
+    monkeypatch.setattr(lecture, "_train", _no_training)
+    assert lecture.main(["--families", families, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"genbench-lecture: error: --families {families!r}: ") and err.count("\n") == 1
+    assert "allowed: gan, vae, ddpm" in err or "more than once" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_families_are_stripped_of_spaces(tmp_path, monkeypatch):
+    from genbench import lecture
+
+    calls = []
+    monkeypatch.setattr(lecture, "_train", lambda args: calls.append(args) or 1)
+    assert lecture.main(["--families", " gan , ddpm", "--out", str(tmp_path)]) == 1
+    assert "model=gan,ddpm" in calls[0]
+
+
+@pytest.mark.parametrize("under", ["", "sub/out"])
+def test_out_that_is_or_lies_under_a_file_is_one_clear_error(tmp_path, monkeypatch, capsys, under):
+    from genbench import lecture
+
+    monkeypatch.setattr(lecture, "_train", _no_training)
+    (tmp_path / "a_file").write_text("kept")
+    out = tmp_path / "a_file" / under
+    assert lecture.main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"genbench-lecture: error: --out {out}: ") and err.count("\n") == 1
+    assert (tmp_path / "a_file").read_text() == "kept"
+
+
+@pytest.mark.parametrize("content", ["[1]", "{not json"])
+@pytest.mark.parametrize("wandb", [[], ["--no-wandb-report"]])
+def test_report_only_skips_unreadable_results(tmp_path, capsys, content, wandb):
+    from genbench.lecture import main
+
+    bad = tmp_path / "images" / "0" / "results.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(content)
+    assert main(["--report-only", "--out", str(tmp_path), *wandb]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"genbench-lecture: skipping unreadable {bad}: ")
+    assert err[1].startswith(f"genbench-lecture: error: no finished runs (results.json) under {tmp_path}") and len(err) == 2
+
+
+def test_report_and_wandb_group_use_the_readable_runs_only(tmp_path, capsys):
+    from genbench.lecture import _image_data_name
+    from genbench.report import find_runs
+
+    for name, content in [("0", "[1]"), ("1", "{not json"), ("2", json.dumps({"family": "gan", "data": "rings"}))]:
+        (tmp_path / "images" / name).mkdir(parents=True)
+        (tmp_path / "images" / name / "results.json").write_text(content)
+    assert _image_data_name(tmp_path) == "rings"
+    assert [r.dir.name for r in find_runs(tmp_path)] == ["2"]
+    assert capsys.readouterr().err.count("skipping unreadable") == 2
