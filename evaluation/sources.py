@@ -180,8 +180,9 @@ class TensorReference:
 
     def labelled(self, split: str) -> tuple[Tensor, Tensor]:
         raise ConfigError([
-            f"real={self.name!r}: eval.features=classifier needs a labelled data set to train on; "
-            "give data=NAME instead of real=..., or use eval.features=inception"
+            f"real={self.name!r}: images are scored with the data set's classifier (eval.features=classifier, "
+            "which eval.features=auto picks for images), and it needs a labelled data set to train on; give data=NAME "
+            "instead of real=..., or use eval.features=inception"
         ])
 
 

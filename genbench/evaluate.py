@@ -44,7 +44,7 @@ def input_errors(cfg: DictConfig) -> list[str]:
         errors.append(
             f"ckpt={ckpt!r}, fake={fake!r}: give exactly one: ckpt=PATH (a genbench checkpoint) or fake=DIR|FILE.npz (stored samples)"
         )
-    if fake and bool(real) == bool(data):
+    if fake and not ckpt and bool(real) == bool(data):
         errors.append(f"real={real!r}: with fake=..., give the real reference as real=DIR|FILE.npz or as data=NAME (exactly one)")
     if ckpt and real:
         errors.append(f"real={real!r}: a checkpoint is compared with a data set (its own, or data=NAME), not with real=...")

@@ -189,6 +189,7 @@ def test_bad_input_is_one_clear_error_and_leaves_the_cache_alone(tmp_path):
         ([f"fake={rgb}", "data=mnist5k"], ConfigError, "images have 3 channel(s), the real reference mnist5k has 1"),
         ([f"ckpt={not_genbench}"], CheckpointError, "not a genbench checkpoint"),
         (["data=mnist5k"], ConfigError, "give exactly one: ckpt=PATH"),
+        ([f"ckpt={not_genbench}", f"fake={rgb}"], ConfigError, "give exactly one: ckpt=PATH"),
         ([f"fake={rgb}"], ConfigError, "give the real reference as real=DIR|FILE.npz or as data=NAME"),
         ([f"fake={tmp_path / 'truncated.npz'}", "data=mnist5k"], ConfigError,
          f"fake='{tmp_path / 'truncated.npz'}': not a readable .npz file (BadZipFile: "),
@@ -207,6 +208,7 @@ def test_bad_input_is_one_clear_error_and_leaves_the_cache_alone(tmp_path):
         with pytest.raises(error) as e:
             evaluate(eval_config(tmp_path, *overrides))
         assert needle in str(e.value), (overrides, str(e.value))
+        assert len(getattr(e.value, "problems", [needle])) == 1, e.value  # one problem, no follow-on ones
     assert cache_snapshot() == before
     assert not (tmp_path / "eval_out" / "results.json").exists()
 

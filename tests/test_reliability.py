@@ -53,6 +53,8 @@ def test_random_bytes_and_missing_file(tmp_path):
         load_model(junk)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "absent.ckpt")
+    with pytest.raises(CheckpointError, match=f"^checkpoint {tmp_path}: a folder, not a checkpoint file$"):
+        load_model(tmp_path)
 
 
 def test_not_a_genbench_checkpoint(tmp_path):
