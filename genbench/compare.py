@@ -44,10 +44,12 @@ FAMILY_ORDER = {"gan": 0, "vae": 1, "ddpm": 2}
 
 
 def flatten(results: dict[str, Any]) -> dict[str, Any]:
-    """One flat record of a run's ``results.json`` (training facts + the final evaluation)."""
-    ev = results.get("eval") or {}
+    """One flat record of a run's ``results.json`` (training facts + the final evaluation), or of a
+    ``genbench-evaluate`` record (the metrics at its top level; stored samples are named by their path)."""
+    evaluated = results.get("evaluated")
+    ev = results.get("eval") or (results if evaluated else {})
     rec: dict[str, Any] = {
-        "family": results.get("family"),
+        "family": results.get("family") or (f"samples:{Path(str(evaluated)).name}" if evaluated else None),
         "data": results.get("data"),
         "seed": results.get("seed"),
         "run_dir": results.get("run_dir"),

@@ -166,3 +166,22 @@ def test_cli_wandb_without_a_key_is_one_clear_error(monkeypatch, capsys):
     assert err.startswith("genbench-compare: error: --wandb me/genbench: cannot read its W&B runs (UsageError: No API "
                           "key configured. Use `wandb login` to log in.). It needs the network and a W&B key")  # fmt: skip
     assert "Traceback" not in err
+
+
+def test_genbench_evaluate_records_are_rows_too(tmp_path, capsys):
+    """Stored samples scored by genbench-evaluate (e.g. another library's) sit next to the trained runs."""
+    import numpy as np
+
+    from genbench.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    points = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
+    np.savez(tmp_path / "theirs.npz", samples=points)
+    run = tmp_path / "evaluated"
+    record = evaluate(compose_config([f"fake={tmp_path / 'theirs.npz'}", "data=rings", "eval.num_samples=300"],
+                                     config_name="evaluate", run_dir=run))  # fmt: skip
+    _write(tmp_path / "runs" / "0_vae_seed0", "vae", 0, fid=30.0, data="rings")
+    assert main([str(run), str(tmp_path / "runs")]) == 0
+    table = capsys.readouterr().out
+    assert f"| rings | samples:theirs.npz | 1 | {record['fid']:.2f} |" in table
+    assert "| rings | vae | 1 | 30.00 |" in table
