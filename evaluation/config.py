@@ -13,6 +13,7 @@ from typing import Any
 from evaluation.classifier import ClassifierSettings
 from evaluation.features import FEATURE_SPACES, inception_weights_path
 from genbench.checks import is_int
+from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
 
 
@@ -144,7 +145,7 @@ def device_errors(device: Any) -> list[str]:
     if d is None or d.type not in ("cpu", "cuda", "mps"):
         return [allowed]
     if d.type == "cuda":
-        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        visible = visible_cuda_gpus()
         if visible == 0:
             return [f"eval.device={device!r}: no CUDA GPU is visible on this machine; use 'cpu' or 'auto'"]
         if d.index is not None and d.index >= visible:

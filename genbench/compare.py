@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
 import statistics
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from genbench.errors import GenbenchError
+from genbench.io import read_results
 
 # (column, key in the flattened record, format, lower is better?)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -78,21 +78,6 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise GenbenchError(f"{p}: neither a results.json file nor a directory")
     return files
-
-
-def read_results(path: Path) -> dict[str, Any]:
-    """The JSON object in a ``results.json``.
-
-    Raises:
-        ValueError: saying why, when the file cannot be read, is not UTF-8 JSON or holds no JSON object.
-    """
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))  # UnicodeDecodeError, JSONDecodeError: ValueErrors
-    except OSError as e:
-        raise ValueError(e.strerror or str(e)) from None
-    if not isinstance(results, dict):
-        raise ValueError(f"expected a JSON object {{...}}, found {json.dumps(results)[:40]}")
-    return results
 
 
 def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:

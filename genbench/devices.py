@@ -34,3 +34,10 @@ def drop_unusable_nvml_check(loadable: Callable[[], bool] = nvml_loadable) -> bo
         return False
     del os.environ[NVML_CHECK]
     return True
+
+
+def visible_cuda_gpus() -> int:
+    """How many CUDA GPUs this process can use (0 without a driver or a CUDA build of torch)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -12,7 +12,6 @@ Prints a table and writes ``run_dir/results.json`` (atomically).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -29,7 +28,7 @@ from evaluation.evaluator import RESULT_KEYS, dist_info
 from evaluation.sources import read_samples
 from genbench import __version__
 from genbench.errors import ConfigError, GenbenchError
-from genbench.io import atomic_write_json, writable_file_errors
+from genbench.io import atomic_write_json, read_results, writable_file_errors
 
 log = logging.getLogger("genbench")
 
@@ -60,10 +59,10 @@ def run_dir_errors(run_dir: Any) -> list[str]:
     errors = writable_file_errors("run_dir", run_dir, out)
     if not errors and out.is_file():
         try:
-            previous = json.loads(out.read_text())
-        except (OSError, ValueError):
-            previous = None
-        if isinstance(previous, dict) and "steps" in previous and "evaluated" not in previous:  # genbench-train's
+            previous = read_results(out)
+        except ValueError:
+            previous = {}
+        if "steps" in previous and "evaluated" not in previous:  # genbench-train's record
             errors.append(f"run_dir={run_dir!r}: holds a training run's results.json, which this evaluation would "
                           "replace; write elsewhere (the default is outputs/evaluate/<date>_<time>)")
     return errors

@@ -39,18 +39,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else the nearest of its parent folders that does (a file, possibly)."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
 def writable_file_errors(option: str, value: Any, path: str | os.PathLike) -> list[str]:
     """What would stop :func:`atomic_write_bytes` from writing ``path``, named as ``option=value``: ``path`` is
     a directory, lies under a file, or its nearest existing folder is not writable. Checked before any work."""
     path = Path(path).expanduser().absolute()
     if path.is_dir():
         return [f"{option}={str(value)!r}: {path} is a directory; give the path of a file"]
-    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    folder = nearest_existing(path.parent)
     if not folder.is_dir():
         return [f"{option}={str(value)!r}: {folder} is a file, so {path} cannot be written under it"]
     if not os.access(folder, os.W_OK | os.X_OK):
         return [f"{option}={str(value)!r}: cannot write in {folder} (permission denied)"]
     return []
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in a ``results.json``.
+
+    Raises:
+        ValueError: saying why, when the file cannot be read, is not UTF-8 JSON or holds no JSON object.
+    """
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+    except OSError as e:
+        raise ValueError(e.strerror or str(e)) from None
+    if not isinstance(results, dict):
+        raise ValueError(f"expected a JSON object {{...}}, found {json.dumps(results)[:40]}")
+    return results
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from genbench.compare import read_results
 from genbench.errors import GenbenchError
+from genbench.io import nearest_existing, read_results
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 FAMILIES = ("gan", "vae", "ddpm")
@@ -47,7 +47,7 @@ def parse_families(text: str) -> list[str]:
 
 def check_out_dir(out: Path) -> None:
     """Raise GenbenchError when ``out`` (or the nearest of its folders that exists) is not a directory."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         where = "is a file" if existing == out else f"lies under the file {existing}"
         raise GenbenchError(f"--out {out}: {where}; give a directory")

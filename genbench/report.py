@@ -29,9 +29,9 @@ from hydra.utils import instantiate
 
 from genbench import figures
 from genbench.checkpoint import load_model
-from genbench.compare import flatten, group_records, read_results, to_csv, to_markdown
+from genbench.compare import flatten, group_records, to_csv, to_markdown
 from genbench.errors import GenbenchError
-from genbench.io import atomic_write_bytes
+from genbench.io import atomic_write_bytes, read_results
 
 FAMILY_ORDER = ("gan", "vae", "ddpm")
 SAMPLE_SEED = 1234

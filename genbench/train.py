@@ -18,7 +18,6 @@ are listed and the multirun exits with the largest of their statuses (2 or 3); 0
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -40,7 +39,7 @@ from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
 from genbench.devices import drop_unusable_nvml_check
 from genbench.errors import ConfigError, GenbenchError, TrainingDivergedError
-from genbench.io import atomic_checkpoint_io, atomic_write_json
+from genbench.io import atomic_checkpoint_io, atomic_write_json, read_results
 from genbench.validate import validate
 from genbench.wandb_utils import (
     WandbRunId,
@@ -312,8 +311,8 @@ def record_bad_input(job_dir: Path, record: dict[str, Any]) -> Path:
     as the run it describes is, and the failure goes to ``results.failed.json`` beside it."""
     out = job_dir / "results.json"
     try:
-        finished = json.loads(out.read_text()).get("status") == "ok"
-    except (OSError, ValueError, AttributeError):
+        finished = read_results(out).get("status") == "ok"
+    except ValueError:  # none, or not a record
         finished = False
     if finished:
         out = job_dir / FAILED_RESULTS
@@ -361,7 +360,7 @@ class ReportFailedJobs(HydraCallback):
             try:
                 if path.stat().st_mtime < self.started:
                     continue  # left by an earlier multirun into the same directory
-                record = json.loads(path.read_text())
+                record = read_results(path)
             except (OSError, ValueError):
                 continue
             if record.get("status", "ok") in FAILURE_EXIT:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig
 
 from genbench.checks import integer_errors, is_int, is_number
 from genbench.config import resolved_config
+from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
 
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true", "64", "16-true", "transformer-engine")
@@ -75,7 +76,7 @@ def _gpu_errors(accelerator: Any, devices: Any) -> list[str]:
         return []
     import torch
 
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = visible_cuda_gpus()
     if visible == 0:
         return [f"trainer.accelerator={accelerator!r}: no CUDA GPU is visible on this machine (torch "
                 f"{torch.__version__}); use trainer=cpu, or trainer=ddp trainer.accelerator=cpu for CPU processes"]
