@@ -9,7 +9,12 @@ import torch
 from hydra.utils import instantiate
 
 from datamodules.mnist5k import MNIST5kDataModule
-from models.distributions import discretized_gaussian_log_likelihood, gaussian_kl, standard_normal_kl
+from models.distributions import (
+    discretized_gaussian_log_likelihood,
+    gaussian_kl,
+    log_ndtr,
+    standard_normal_kl,
+)
 from tests.conftest import compose_config
 
 
@@ -40,6 +45,66 @@ def test_discretized_gaussian_sums_to_one_over_the_256_levels():
     # a sharp Gaussian centred on a level puts (almost) all mass on it
     x = torch.tensor([0.2 * 127.5 // 1 / 127.5], dtype=torch.float64)
     assert discretized_gaussian_log_likelihood(x, x, torch.tensor(-8.0, dtype=torch.float64)).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def _bin_mass_by_hand(offset: float, sigma: float, half_bin: float = 1 / 255) -> tuple[float, float]:
+    """log P and d log P / d mean of an interior pixel at ``x − mean = offset``, in float64 with
+    math.erfc on the lower tail (Φ(b) − Φ(a) = Φ(−a) − Φ(−b) above the mean)."""
+    a, b = (offset - half_bin) / sigma, (offset + half_bin) / sigma
+    if a > 0:
+        a, b = -b, -a
+    cdf = lambda z: 0.5 * math.erfc(-z / math.sqrt(2))  # noqa: E731
+    pdf = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    mass = cdf(b) - cdf(a)
+    slope = (pdf(a) - pdf(b)) / sigma / mass  # d/dmean: both edges move by −1/σ
+    return math.log(mass), slope if offset - half_bin <= 0 else -slope
+
+
+@pytest.mark.parametrize("sigma", [math.sqrt(5.45e-5), 0.02, 0.3, 5.0])  # DDPM's L_0 scale (√β̃₂) to a wide VAE decoder
+def test_discretized_gaussian_is_exact_in_float32_far_into_both_tails(sigma):
+    # Φ(b) − Φ(a) in float32 is 0 beyond about 6σ: the old log(max(·, 1e-12)) read −27.6 nats with
+    # zero gradient there (−17.6 is right at 6σ). Offsets up to 12σ, both sides of the mean.
+    for k in [0.0, 0.5, 3.0, 6.0, 7.0, 9.0, 12.0]:
+        for sign in (1, -1):
+            offset = sign * k * sigma
+            if abs(offset) > 1.5:
+                continue  # keep x = 0 an interior level and the mean inside a plausible range
+            mean = torch.tensor(-offset, dtype=torch.float32, requires_grad=True)
+            logp = discretized_gaussian_log_likelihood(torch.zeros(1), mean, torch.tensor(math.log(sigma)))
+            logp.sum().backward()
+            want, slope = _bin_mass_by_hand(offset, sigma)
+            assert logp.item() == pytest.approx(want, rel=1e-5, abs=1e-5), (k, sign)
+            assert mean.grad.item() == pytest.approx(slope, rel=1e-3, abs=1e-3), (k, sign)
+
+
+def test_discretized_gaussian_narrow_bins_and_gradients_stay_finite():
+    # σ = 100: the bin is 8e-5 σ wide and takes the midpoint rule, width · φ(centre)
+    sigma = 100.0
+    logp = discretized_gaussian_log_likelihood(torch.tensor([0.0, 0.5]), torch.tensor(0.25), torch.tensor(math.log(sigma)))
+    for got, offset in zip(logp.tolist(), [-0.25, 0.25], strict=True):
+        assert got == pytest.approx(_bin_mass_by_hand(offset, sigma)[0], rel=1e-6)
+    # no NaN reaches the gradient from the branch torch.where discards, at any scale or offset
+    levels = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+    for log_scale in [-12.0, -5.0, 0.0, 5.0, 12.0]:
+        mean = torch.linspace(-3, 3, 256, requires_grad=True)
+        log_scale_t = torch.tensor(log_scale, requires_grad=True)
+        discretized_gaussian_log_likelihood(levels, mean, log_scale_t).sum().backward()
+        assert torch.isfinite(mean.grad).all() and torch.isfinite(log_scale_t.grad), log_scale
+
+
+def test_log_ndtr_value_and_gradient_far_into_the_lower_tail():
+    # d/dz log Φ(z) = φ(z)/Φ(z); torch's float32 log_ndtr gradient reads 64,930 at z = −10⁴
+    z = torch.tensor([-5.0, -19.9, -20.1, -30.0, -35.0, -1e3, -1e4, -1e6], requires_grad=True)
+    log_ndtr(z).sum().backward()
+    for zi, value, grad in zip(z.tolist(), log_ndtr(z.detach()).tolist(), z.grad.tolist(), strict=True):
+        if zi >= -35:
+            cdf, pdf = 0.5 * math.erfc(-zi / math.sqrt(2)), math.exp(-zi * zi / 2) / math.sqrt(2 * math.pi)
+            want_value, want_grad = math.log(cdf), pdf / cdf
+        else:  # Mills ratio: φ/Φ = −z − 1/z + 2/z³ − …; log Φ = −z²/2 − log(−z) − ½ log 2π − 1/z² + …
+            want_value = -zi * zi / 2 - math.log(-zi) - 0.5 * math.log(2 * math.pi) - zi**-2
+            want_grad = -zi - 1 / zi
+        assert value == pytest.approx(want_value, rel=1e-6), zi
+        assert grad == pytest.approx(want_grad, rel=1e-5), zi
 
 
 def _vae(tmp_path, *overrides):
