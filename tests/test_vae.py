@@ -15,6 +15,7 @@ from models.distributions import (
     log_ndtr,
     standard_normal_kl,
 )
+from models.vae import VAE
 from tests.conftest import compose_config
 
 
@@ -150,8 +151,42 @@ def test_iwae_bound_is_tighter_than_the_elbo_and_bpd_needs_a_discrete_likelihood
     elbo = model.log_likelihood_bound(x, k=1)
     torch.manual_seed(0)
     iwae = model.log_likelihood_bound(x, k=32)
-    assert (iwae.mean() > elbo.mean()).item()
+    assert (iwae.mean() > elbo.mean()).item()  # Jensen; the exact values are the test below
     bpd = model.nll_bpd(x, k=4)
     assert bpd.shape == (8,) and (bpd > 0).all()
     with pytest.raises(NotImplementedError, match="discretized_gaussian"):
         _vae(tmp_path).nll_bpd(x)
+
+
+def test_elbo_and_iwae_equal_log_px_exactly_when_q_is_the_true_posterior():
+    # Linear-Gaussian VAE: z ~ N(0, I₂), x | z ~ N(Wz, σ²I₄), so p(x) = N(0, WWᵀ + σ²I) and the
+    # posterior is N(A x, S) with S = (I + WᵀW/σ²)⁻¹, A = S Wᵀ/σ² (diagonal here: W's columns are
+    # orthogonal). With the encoder set to it, log p(x, z) − log q(z|x) = log p(x) for every z,
+    # so every importance-weighted bound equals log p(x) exactly, and the ELBO does in expectation.
+    torch.manual_seed(0)
+    sigma = 0.5
+    W = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.0], [0.0, -1.0]], dtype=torch.float64)
+    S = torch.linalg.inv(torch.eye(2, dtype=torch.float64) + W.T @ W / sigma**2)
+    A = S @ W.T / sigma**2
+    decoder = torch.nn.Linear(2, 4, bias=False).double()
+    model = VAE(torch.nn.Flatten(), decoder, data_shape=(1, 2, 2), latent_dim=2, likelihood="gaussian", sigma=sigma,
+                learn_sigma=False).double()  # fmt: skip
+    with torch.no_grad():
+        decoder.weight.copy_(W)
+        model.to_mean.weight.copy_(A)
+        model.to_mean.bias.zero_()
+        model.to_logvar.weight.zero_()
+        model.to_logvar.bias.copy_(S.diagonal().log())
+    x = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    marginal = torch.distributions.MultivariateNormal(torch.zeros(4, dtype=torch.float64), W @ W.T + sigma**2 * torch.eye(4))
+    log_px = marginal.log_prob(x.flatten(1))
+    for k in (1, 8):
+        assert torch.allclose(model.log_likelihood_bound(x, k=k), log_px, atol=1e-10), k
+    # the ELBO: its KL term is KL(N(Ax, S) || N(0, I)) by hand; −(recon + KL) averages to log p(x)
+    mean = x.flatten(1) @ A.T
+    kl = 0.5 * (mean.pow(2).sum(1) + S.trace() - S.diagonal().log().sum() - 2)
+    terms = model.negative_elbo(x.repeat(20_000, 1, 1, 1))
+    assert torch.allclose(terms["kl"][:3], kl, atol=1e-10)
+    elbo = -terms["loss"].view(20_000, 3)
+    stderr = elbo.std(0) / 20_000**0.5
+    assert ((elbo.mean(0) - log_px).abs() < 5 * stderr).all(), (elbo.mean(0), log_px, stderr)
