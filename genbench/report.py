@@ -29,12 +29,15 @@ from hydra.utils import instantiate
 
 from genbench import figures
 from genbench.checkpoint import load_model
+from genbench.checks import is_int
 from genbench.compare import flatten, group_records, to_csv, to_markdown
 from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes, read_results
 
 FAMILY_ORDER = ("gan", "vae", "ddpm")
 SAMPLE_SEED = 1234
+# Points per family in toy.png: as many as the evaluation scored (its modes / 3σ share label the panel), at most this.
+TOY_POINTS = 2000
 
 
 @dataclass
@@ -102,6 +105,12 @@ def _by_data_family(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
 def _sample_kwargs(run: Run) -> dict[str, Any]:
     """The evaluation's sampler settings (e.g. DDIM steps), so pictures show what was scored."""
     return dict((run.results.get("config") or {}).get("eval", {}).get("sample_kwargs") or {})
+
+
+def _toy_points(run: Run) -> int:
+    """Points of a 2-D run's scatter: the evaluation's sample count, at most TOY_POINTS."""
+    n = run.eval.get("num_samples")
+    return min(TOY_POINTS, n) if is_int(n, 1) else TOY_POINTS
 
 
 def lecture_pictures(image_runs: dict[str, list[Run]], out: Path, n: int = 64) -> dict[str, Path]:
@@ -188,8 +197,8 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
             first = next(iter(grouped[d].values()))[0]
             dm = first.datamodule()
             centers[d], stds[d] = dm.centers, dm.std
-            panels[d] = {f: (figures.fixed_seed_samples(rs[0].model(), 2000, SAMPLE_SEED, **_sample_kwargs(rs[0])), rs[0].eval)
-                         for f, rs in grouped[d].items()}
+            panels[d] = {f: (figures.fixed_seed_samples(rs[0].model(), _toy_points(rs[0]), SAMPLE_SEED, **_sample_kwargs(rs[0])),
+                             rs[0].eval) for f, rs in grouped[d].items()}  # fmt: skip
         made["toy"] = figures.toy_scatter(panels, centers, stds, root / "toy.png")
 
     md = render_markdown(root, runs, grouped, table, made, image_data, toy_data)

@@ -130,3 +130,12 @@ def test_report_and_wandb_group_use_the_readable_runs_only(tmp_path, capsys):
     assert _image_data_name(tmp_path) == "rings"
     assert [r.dir.name for r in find_runs(tmp_path)] == ["2"]
     assert capsys.readouterr().err.count("skipping unreadable") == 2
+
+
+@pytest.mark.parametrize("scored, plotted", [(64, 64), (2000, 2000), (50_000, 2000), (None, 2000), (True, 2000), (0, 2000)])
+def test_toy_scatter_plots_as_many_points_as_the_evaluation_scored(tmp_path, scored, plotted):
+    # the panel's label (modes covered, share within 3σ) comes from the evaluation: its points should too
+    from genbench.report import Run, _toy_points
+
+    results = {"family": "ddpm", "data": "rings", "eval": {} if scored is None else {"num_samples": scored}}
+    assert _toy_points(Run(tmp_path, results)) == plotted
