@@ -388,13 +388,17 @@ class NoiseSchedule(nn.Module):
         model_mean = self.p_mean(eps, t, x_t)
         model_logvar = self._gather(self.model_log_variance(variance), t, x_t)
         kl = gaussian_kl(true_mean, true_logvar.expand_as(x0), model_mean, model_logvar.expand_as(x0))
-        log_scale = (0.5 * model_logvar).expand_as(x0)
+        # L_0 only on the rows at code t = 0: the discretised decoder costs twice the KL per element,
+        # and the bound's chunks hold one such row per example in a thousand.
+        rows = (torch.as_tensor(t, device=x0.device).expand(x0.shape[0]) == 0).nonzero().squeeze(1)
+        if len(rows) == 0:
+            return kl
+        x0, mean, log_scale = x0[rows], model_mean[rows], (0.5 * model_logvar[rows]).expand_as(x0[rows])
         if discrete:
-            decoder_nll = -discretized_gaussian_log_likelihood(x0, model_mean, log_scale)  # eq. 13
+            decoder_nll = -discretized_gaussian_log_likelihood(x0, mean, log_scale)  # eq. 13
         else:
-            decoder_nll = 0.5 * (LOG_2PI + 2 * log_scale + ((x0 - model_mean) * torch.exp(-log_scale)) ** 2)
-        first = (t == 0).view(-1, *([1] * (x0.ndim - 1)))
-        return torch.where(first, decoder_nll, kl)
+            decoder_nll = 0.5 * (LOG_2PI + 2 * log_scale + ((x0 - mean) * torch.exp(-log_scale)) ** 2)
+        return kl.index_copy(0, rows, decoder_nll)
 
     def extra_repr(self) -> str:
         return f"T={self.T}"
