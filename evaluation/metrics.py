@@ -207,13 +207,15 @@ def _indicators(idx: Tensor, n: int) -> Tensor:
 def _subset_kernel_sums(x: Tensor, y: Tensor, wx: Tensor, wy: Tensor, same: bool, tile: int = TILE) -> tuple[Tensor, Tensor]:
     """For every subset pair s: Σ_{a∈S_s, b∈T_s} k(x_a, y_b) = (w_x K w_yᵀ)_ss, and, when ``same``
     (y is x, T = S), the diagonal part Σ_{a∈S_s} k(x_a, x_a). K is computed tile by tile (float32, as
-    the per-subset route) and summed in float64."""
+    the per-subset route) and summed in float64. When ``same``, K is symmetric and so is the sum's
+    weighting, so only the tiles on and above the diagonal are computed, those above counted twice."""
     total = torch.zeros(len(wx), dtype=torch.float64, device=x.device)
     diag = torch.zeros_like(total)
     for i in range(0, len(x), tile):
-        for j in range(0, len(y), tile):
+        for j in range(i if same else 0, len(y), tile):
             k = poly_kernel(x[i : i + tile], y[j : j + tile]).double()
-            total += ((wx[:, i : i + tile] @ k) * wy[:, j : j + tile]).sum(1)
+            part = ((wx[:, i : i + tile] @ k) * wy[:, j : j + tile]).sum(1)
+            total += 2 * part if same and j > i else part
             if same and i == j:
                 diag += wx[:, i : i + tile] @ k.diagonal()
     return total, diag
