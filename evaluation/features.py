@@ -91,7 +91,9 @@ class ClassifierFeatures(FeatureSpace):
 
     def __init__(self, net: nn.Module, train_info: dict[str, Any]):
         super().__init__()
-        self.net = net
+        # NHWC weights, as InceptionFeatures: oneDNN's convolutions and max-pooling run about 1.8x
+        # faster in that layout (250 digits, one thread: 49 -> 27 ms), features equal to 3e-7.
+        self.net = net.to(memory_format=torch.channels_last)
         self.num_features = net.num_features
         self.num_classes = net.num_classes
         self.train_info = train_info

@@ -151,3 +151,23 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
                 "modes_covered", "high_quality_share", "nll_bpd", "num_samples", "num_real", "nfe"):  # fmt: skip
         assert ranks[0][key] == pytest.approx(single[key], rel=1e-9, abs=1e-12), key
         assert ranks[1][key] == ranks[0][key], key
+
+
+def test_classifier_features_run_in_channels_last_and_equal_the_nchw_network():
+    # NHWC weights (~1.8x faster on the CPU here) must not change the features beyond float rounding
+    import copy
+
+    from evaluation.classifier import SmallCNN
+    from evaluation.features import ClassifierFeatures
+
+    torch.manual_seed(0)
+    for c, side in [(1, 28), (3, 32)]:
+        net = SmallCNN(c, side, num_classes=10).eval()
+        reference = copy.deepcopy(net)
+        space = ClassifierFeatures(net, {"accuracy": 1.0, "weights_sha1": "x"})
+        convs = [m.weight for m in space.net.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+        x = torch.rand(16, c, side, side) * 2 - 1
+        with torch.no_grad():
+            (f, logits), (f_ref, logits_ref) = space(x), reference(x)
+        assert f.shape == (16, 128) and torch.allclose(f, f_ref, atol=1e-5) and torch.allclose(logits, logits_ref, atol=1e-5)
