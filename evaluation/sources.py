@@ -9,6 +9,7 @@ a split of a genbench data set, or real images on disk.
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -209,7 +210,10 @@ def uint8_images_to_unit(x: Tensor) -> Tensor:
 
 def image_files(path: Path, option: str) -> list[Path]:
     """The images directly in ``path``, sorted by name (as torch-fidelity orders them)."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    # scandir's entries know their type without a stat per file; names sort as Paths of one folder do
+    with os.scandir(path) as entries:
+        names = sorted(e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+    files = [path / name for name in names]
     if not files:
         raise ConfigError([f"{option}={str(path)!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder"])
     return files
