@@ -255,20 +255,27 @@ def unbiased_mmd2(x: Tensor, y: Tensor) -> Tensor:
 def knn_radii(x: Tensor, k: int, chunk: int = TILE) -> Tensor:
     """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded).
 
-    Distances are taken in ``chunk`` × ``chunk`` tiles, keeping the k + 1 smallest per row: the
-    working memory is fixed (a few MiB at 512) whatever the number of points.
+    Distances are taken in ``chunk`` × ``chunk`` tiles, keeping the k + 1 smallest per row: besides
+    those k + 1 distances per point, the working memory is fixed (a few MiB at 512) whatever the number of points. The distance matrix
+    is symmetric, so only the tiles on and above the diagonal are computed; one above it serves its
+    rows and, transposed, its columns' rows.
     """
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
-    radii = []
-    for i in range(0, len(x), chunk):
-        best: Tensor | None = None  # the k + 1 smallest distances of these rows so far
-        for j in range(0, len(x), chunk):
-            d = torch.cdist(x[i : i + chunk], x[j : j + chunk])
-            d = d if best is None else torch.cat([best, d], dim=1)
-            best = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
-        radii.append(best[:, k])  # column 0 is the point itself
-    return torch.cat(radii)
+    starts = range(0, len(x), chunk)
+    best: list[Tensor | None] = [None] * len(starts)  # per row tile: the k + 1 smallest distances so far
+
+    def keep(b: int, d: Tensor) -> None:
+        d = d if best[b] is None else torch.cat([best[b], d], dim=1)
+        best[b] = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
+
+    for a, i in enumerate(starts):
+        for b in range(a, len(starts)):
+            d = torch.cdist(x[i : i + chunk], x[starts[b] : starts[b] + chunk])
+            keep(a, d)
+            if b > a:
+                keep(b, d.T)
+    return torch.cat([t[:, k] for t in best])  # column 0 is the point itself
 
 
 def _ball_counts(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = TILE) -> tuple[Tensor, Tensor]:
