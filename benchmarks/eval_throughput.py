@@ -28,7 +28,7 @@ it parsing mnist5k); the re-run skips the extractor on both sides and pays the f
 (composing the config, the data set from the cache, the grid's PNGs, the extractor's weights, the metrics).
 
     python benchmarks/eval_throughput.py --quick
-    python benchmarks/eval_throughput.py --n 1000 --inception-weights pt_inception-2015-12-05.pth
+    python benchmarks/eval_throughput.py --n 4500 --inception-weights pt_inception-2015-12-05.pth
 """
 
 from __future__ import annotations
@@ -315,7 +315,9 @@ def summary_line(c: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__)
-    parser.add_argument("--n", type=int, default=None, help="generated images (default 1000, quick 200)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="generated images (default 4500: the evaluation's default size, eval.num_samples=5000, "
+                             "within the 4,500 distinct training digits used as the generated set; quick 200)")
     parser.add_argument("--batch-size", type=int, default=250, help="of both implementations")
     parser.add_argument("--inception-weights", default=None, help="torch-fidelity's InceptionV3 weights file")
     parser.add_argument("--random-inception", action="store_true", help="time InceptionV3 with random weights when no file")
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="generated and real images of the Inception comparison (default 100; quick: 0, skipped)")
     args = parser.parse_args(argv)
     device = common.setup(args)
-    args.n = args.n or (200 if args.quick else 1000)
+    args.n = args.n or (200 if args.quick else 4500)
     args.inception_n = args.inception_n if args.inception_n is not None else (0 if args.quick else 100)
     args.repeats = args.repeats or (2 if args.quick else 3)
     saved_cache = os.environ.get("GENBENCH_CACHE")
