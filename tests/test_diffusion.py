@@ -332,3 +332,84 @@ def test_vlb_of_exact_predictor_on_8bit_images_is_analytic():
     )
     analytic_bpd = (prior + 4 * kl_per_dim + decoder) / (4 * math.log(2))
     assert model.nll_bpd(x0).item() == pytest.approx(analytic_bpd, rel=1e-3)
+
+
+# --- the samplers, end to end, against the closed-form chain of Gaussian data ---------------------------
+def _oracle_steps(timesteps: list[int], mu: float, s: float, sampler: str, eta: float = 0.0, variance: str = "beta"):
+    """The sampler's steps x' = c x_t + d + σ z, as ``[(c, d, σ²)]`` from x_T down to x_0, under
+    ε_θ = E[ε | x_t] for x_0 ~ N(μ, s²) on the paper's linear schedule: in float64, written from the
+    papers' formulas without the library (every step is affine in x_t for Gaussian data)."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ab = torch.cumprod(1 - betas, 0)
+
+    def eps_hat(x, A):  # E[ε | x_t]: x_t = √A x_0 + √(1 − A) ε, all Gaussian
+        return math.sqrt(1 - A) * (x - math.sqrt(A) * mu) / (A * s * s + 1 - A)
+
+    steps = []
+    for i in reversed(range(len(timesteps))):
+        t = timesteps[i]
+        A = ab[t].item()
+        if sampler == "ddpm":  # Algorithm 2, line 4, σ² = β (or β̃), z = 0 at the end; on strided timesteps
+            # the respaced chain's β'_i = 1 − ᾱ_{τ_i} / ᾱ_{τ_{i−1}} (Nichol & Dhariwal §4), β_t itself for all T
+            a_prev = ab[timesteps[i - 1]].item() if i > 0 else 1.0
+            beta = 1 - A / a_prev
+            sigma2 = 0.0 if i == 0 else beta if variance == "beta" else beta * (1 - a_prev) / (1 - A)
+            f = lambda x, A=A, beta=beta: (x - beta / math.sqrt(1 - A) * eps_hat(x, A)) / math.sqrt(1 - beta)  # noqa: E731
+        else:  # DDIM, Song et al. eq. 12 and 16, ᾱ_prev = 1 after the last step
+            Ap = ab[timesteps[i - 1]].item() if i > 0 else 1.0
+            sigma2 = eta**2 * (1 - Ap) / (1 - A) * (1 - A / Ap)
+
+            def f(x, A=A, Ap=Ap, sigma2=sigma2):
+                e = eps_hat(x, A)
+                x0 = (x - math.sqrt(1 - A) * e) / math.sqrt(A)
+                return math.sqrt(Ap) * x0 + math.sqrt(1 - Ap - sigma2) * e
+
+        d = f(0.0)
+        steps.append((f(1.0) - d, d, sigma2))
+    return steps
+
+
+def _oracle_ddpm(mu: float, s: float, variance: str = "beta") -> DDPM:
+    model = DDPM(nn.Identity(), [1], T=1000, variance=variance, ema_decay=None)
+    model.net = GaussianOracle(model.schedule, mu, s)
+    return model
+
+
+@pytest.mark.parametrize("steps, spacing", [(10, "linear"), (50, "linear"), (50, "quadratic"), (1000, "linear")])
+def test_deterministic_ddim_is_the_closed_form_affine_map_of_x_T(steps, spacing):
+    # With the Bayes-optimal ε of Gaussian data every DDIM (η = 0) step is affine, so the whole sampler is
+    # x_0 = a x_T + b: each sample must land where the hand-derived chain sends its own x_T.
+    mu, s = 0.3, 0.5
+    model = _oracle_ddpm(mu, s)
+    x0, chain = model.sample(64, generator=torch.Generator().manual_seed(0), sampler="ddim", steps=steps,
+                             spacing=spacing, return_trajectory=True)  # fmt: skip
+    x, a = chain[0].double(), 1.0
+    for c, d, _ in _oracle_steps(model.schedule.timesteps(steps, spacing).tolist(), mu, s, "ddim"):
+        x, a = c * x + d, c * a
+    torch.testing.assert_close(x0.double(), x, rtol=0, atol=2e-4)
+    # the map contracts: with a finite number of steps DDIM (η = 0) returns a narrower Gaussian than the data
+    assert 0.7 * s < a < s
+
+
+@pytest.mark.parametrize("sampler, steps, eta, variance, std_ratio", [
+    ("ddpm", 1000, 0.0, "beta", (0.99, 1.01)), ("ddpm", 1000, 0.0, "posterior", (0.99, 1.01)),
+    ("ddpm", 100, 0.0, "beta", (1.01, 1.03)),  # σ² = β'_i > β̃'_i on long strides: wider than the data
+    ("ddpm", 100, 0.0, "posterior", (0.9, 0.99)), ("ddim", 50, 1.0, "beta", (0.85, 0.92)),  # Var(x_0 | x_t) left out
+])  # fmt: skip
+def test_stochastic_samplers_are_the_closed_form_chain(sampler, steps, eta, variance, std_ratio):
+    # Algorithm 2 (all T steps, or respaced) and DDIM with η = 1 under the Bayes-optimal ε: replaying the
+    # generator's draws (x_T, then one z per step; Algorithm 2 draws none at its last step), every sample
+    # is the hand-derived chain's. Its law N(m, v) from x_T ~ N(0, 1) is the data's for T steps; strides
+    # widen or narrow it by the variance they choose.
+    mu, s, n = 0.3, 0.5, 2_000
+    model = _oracle_ddpm(mu, s, variance)
+    x0 = model.sample(n, generator=torch.Generator().manual_seed(1), sampler=sampler, steps=steps, eta=eta).double()
+    g = torch.Generator().manual_seed(1)
+    x, m, v = torch.randn(n, 1, generator=g).double(), 0.0, 1.0
+    for k, (c, d, sigma2) in enumerate(_oracle_steps(model.schedule.timesteps(steps).tolist(), mu, s, sampler, eta, variance)):
+        last = k == steps - 1
+        z = torch.randn(n, 1, generator=g).double() if (sampler == "ddim" or not last) else 0.0
+        x, m, v = c * x + d + math.sqrt(sigma2) * z, c * m + d, c * c * v + sigma2
+    torch.testing.assert_close(x0, x, rtol=0, atol=2e-4)
+    assert abs(m - mu) < 0.01
+    assert std_ratio[0] < math.sqrt(v) / s < std_ratio[1], math.sqrt(v) / s  # all T steps: the data's Gaussian
