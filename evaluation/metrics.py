@@ -256,9 +256,9 @@ def knn_radii(x: Tensor, k: int, chunk: int = TILE) -> Tensor:
     """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded).
 
     Distances are taken in ``chunk`` × ``chunk`` tiles, keeping the k + 1 smallest per row: besides
-    those k + 1 distances per point, the working memory is fixed (a few MiB at 512) whatever the number of points. The distance matrix
-    is symmetric, so only the tiles on and above the diagonal are computed; one above it serves its
-    rows and, transposed, its columns' rows.
+    those k + 1 distances per point, the working memory is fixed (a few MiB at 512) whatever the number
+    of points. The distance matrix is symmetric, so only the tiles on and above the diagonal are
+    computed; one above it serves its rows and, transposed, its columns' rows.
     """
     if len(x) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
