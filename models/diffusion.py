@@ -393,7 +393,8 @@ class NoiseSchedule(nn.Module):
         rows = (t == 0).nonzero().squeeze(1)
         if len(rows) == 0:
             return kl
-        x0, mean, log_scale = x0[rows], model_mean[rows], (0.5 * model_logvar[rows]).expand_as(x0[rows])
+        x0, mean = x0[rows], model_mean[rows]
+        log_scale = (0.5 * model_logvar[rows]).expand_as(x0)
         if discrete:
             decoder_nll = -discretized_gaussian_log_likelihood(x0, mean, log_scale)  # eq. 13
         else:

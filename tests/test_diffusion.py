@@ -412,4 +412,4 @@ def test_stochastic_samplers_are_the_closed_form_chain(sampler, steps, eta, vari
         x, m, v = c * x + d + math.sqrt(sigma2) * z, c * m + d, c * c * v + sigma2
     torch.testing.assert_close(x0, x, rtol=0, atol=2e-4)
     assert abs(m - mu) < 0.01
-    assert std_ratio[0] < math.sqrt(v) / s < std_ratio[1], math.sqrt(v) / s  # all T steps: the data's Gaussian
+    assert std_ratio[0] < math.sqrt(v) / s < std_ratio[1], math.sqrt(v) / s
