@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/flops.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/render_readme.py
+	$(BIN)/python benchmarks/render_docs.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py --quick $(BENCH_ARGS)

@@ -1,5 +1,5 @@
 """The benchmark scripts run on tiny sizes and write well-formed records (no timing thresholds here:
-timings belong to `make bench`, whose records the README quotes)."""
+timings belong to `make bench`, whose records docs/performance.md quotes)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from benchmarks import (
     common,
     eval_throughput,
     flops,
-    render_readme,
+    render_docs,
     sampling,
     scaling,
     train_overhead,
@@ -210,16 +210,19 @@ def test_eval_throughput_record(one_thread, records):
     assert rec["inception"].get("skipped") or "seconds" in rec["inception"]
 
 
-def test_render_readme_between_markers(one_thread, records, tmp_path):
+def test_render_docs_between_markers(one_thread, records, tmp_path):
     _train_overhead_record(records)  # the records the other tests of this module wrote, at least this one
-    table = render_readme.render(render_readme.load_records(records))
+    table = render_docs.render(render_docs.load_records(records))
     assert "| measurement | result | target |" in table and "train_overhead_quick.json" in table
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Performance\n\n{render_readme.START}\nPREVIOUS-TABLE\n{render_readme.END}\n\n## Reliability\n")
-    assert render_readme.main(["--results", str(records), "--readme", str(readme)]) == 0
-    text = readme.read_text()
-    assert "PREVIOUS-TABLE" not in text and text.endswith(f"{render_readme.END}\n\n## Reliability\n") and table in text
-    assert render_readme.render({}).startswith("No benchmark records")
+    page = tmp_path / "performance.md"
+    page.write_text(f"# x\n\n## Measured\n\n{render_docs.START}\nPREVIOUS-TABLE\n{render_docs.END}\n\n## Notes\n")
+    assert render_docs.main(["--results", str(records), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert "PREVIOUS-TABLE" not in text and text.endswith(f"{render_docs.END}\n\n## Notes\n") and table in text
+    assert render_docs.render({}).startswith("No benchmark records")
+    assert render_docs.PAGE.relative_to(render_docs.ROOT).as_posix() == "docs/performance.md"
+    with pytest.raises(SystemExit, match="no <!-- bench:start -->"):
+        render_docs.update_page("# no markers\n", table)
 
 
 @pytest.mark.parametrize("family,data", [("vae", "mnist5k"), ("vae", "rings"), ("ddpm", "rings")])
