@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install test test-all lecture bench bench-quick lint clean
+.PHONY: install test test-all lecture bench bench-quick gpu-check lint clean
 
 install: $(STAMP)
 
@@ -23,7 +23,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The speed probe's line (a fixed matmul and conv) tells a slow machine from a slow genbench.
 lecture: $(STAMP)
+	$(BIN)/python benchmarks/speed_probe.py
 	$(BIN)/genbench-lecture
 
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
@@ -50,6 +52,11 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/flops.py --quick $(BENCH_ARGS)
+
+# One GPU, at most 8 minutes: bf16-mixed + compile vs fp32 loss curves, MFU, evaluator images/s, 2-GPU DDP;
+# writes benchmarks/results/gpu_check.json. Without CUDA it says "skipped: no CUDA device" and exits 0.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
