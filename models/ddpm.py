@@ -1,8 +1,9 @@
 """Denoising diffusion probabilistic models (Ho et al. 2020) as a genbench family.
 
 Training is Algorithm 1 — x_0 ~ data, t ~ Uniform({1, …, T}), ε ~ N(0, I), a gradient step on
-‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² (L_simple, eq. 14) — and sampling is Algorithm 2 (or
-DDIM, Song et al. 2021), with an exponential moving average of the weights as in the paper.
+‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² (L_simple, eq. 14) — and sampling is Algorithm 2 (or DDIM,
+DPM-Solver++(2M), EDM's Heun: the samplers of :mod:`models.samplers`), with an exponential moving
+average of the weights as in the paper.
 The variational bound L_T + Σ L_{t−1} + L_0 (eq. 5) is :meth:`DDPM.nll_bpd`, in bits/dim like
 the VAE's. The process itself lives in :mod:`models.diffusion`; timesteps are 0-indexed in
 code (code t is the paper's t + 1).
@@ -27,8 +28,8 @@ from models.base import GenerativeModule, eval_mode
 from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule, schedule_errors
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
+from models.samplers import SAMPLERS, Sampler, make_sampler, option_errors, sampler_name_errors, steps_errors
 
-SAMPLERS = ("ddpm", "ddim")
 #: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
 SAMPLE_KWARGS = ("sampler", "steps", "eta", "spacing")
 LR_DECAYS = ("none", "cosine")
@@ -128,9 +129,6 @@ class DDPM(GenerativeModule):
         with eval_mode(net):
             yield net
 
-    def _timesteps_like(self, t: int | Tensor, n: int) -> Tensor:
-        return torch.full((n,), int(t), device=self.device, dtype=torch.long)
-
     # --- training: Algorithm 1 ----------------------------------------------------------
     def simple_loss(self, x0: Tensor, net: nn.Module | None = None) -> Tensor:
         """L_simple = E_{t, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖² (eq. 14), averaged over dims."""
@@ -192,32 +190,37 @@ class DDPM(GenerativeModule):
             optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
         )
 
-    # --- sampling: Algorithm 2 and DDIM -------------------------------------------------
+    # --- sampling: the registered samplers (models.samplers) --------------------------------
     def resolve_sampling(
         self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
         spacing: str | None = None,
     ) -> tuple[str, int, float, str]:
-        """The sampler, number of steps, η and timestep spacing that :meth:`sample` will use (config defaults filled in)."""
+        """The sampler, number of steps, η and timestep spacing that :meth:`sample` will use (config defaults filled in).
+
+        Raises one ``ValueError`` listing every problem (``sampler=…: must be one of …`` etc.).
+        """
         sampler = self.sampler if sampler is None else sampler
         steps = (self.sample_steps or self.T) if steps is None else steps
         eta = self.eta if eta is None else eta
         spacing = self.sample_spacing if spacing is None else spacing
-        if spacing not in SPACINGS:
-            raise ValueError(f"spacing={spacing!r}: must be one of {list(SPACINGS)}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler={sampler!r}: must be one of {list(SAMPLERS)}")
-        if not is_int(steps, 1) or steps > self.T:
-            raise ValueError(f"steps={steps!r}: must be an integer in [1, T] = [1, {self.T}]")
-        if not (is_number(eta) and eta >= 0):
-            raise ValueError(f"eta={eta!r}: must be a number >= 0")
+        errors = option_errors({"spacing": spacing}) + sampler_name_errors(sampler) + steps_errors(steps, self.T)
+        errors += option_errors({"eta": eta})  # checked for every sampler; only those with an η use it
+        if errors:
+            raise ValueError("; ".join(errors))
         return sampler, steps, float(eta), spacing
+
+    def make_sampler(self, sampler: str, eta: float, spacing: str) -> Sampler:
+        """The registered sampler with the options it has among η, the spacing and the model's σ_t²."""
+        given = {"eta": eta, "spacing": spacing, "variance": self.variance}
+        return make_sampler(sampler, **{k: v for k, v in given.items() if k in SAMPLERS[sampler].defaults})
 
     def nfe(
         self, sampler: str | None = None, steps: int | None = None, eta: float | None = None,
         spacing: str | None = None, **_: Any,
     ) -> int:
-        """One network evaluation per step."""
-        return self.resolve_sampling(sampler, steps, eta, spacing)[1]
+        """Network evaluations per sample: one per step, two per step but the last for ``heun``."""
+        sampler, steps, eta, spacing = self.resolve_sampling(sampler, steps, eta, spacing)
+        return self.make_sampler(sampler, eta, spacing).nfe(steps)
 
     def sample_kwargs_errors(self, sample_kwargs: dict[str, Any], option: str = "eval.sample_kwargs") -> list[str]:
         given = {k: v for k, v in sample_kwargs.items() if v is not None}
@@ -227,7 +230,8 @@ class DDPM(GenerativeModule):
         try:
             self.resolve_sampling(**given)
         except ValueError as e:
-            return [f"{option}.{e}"]  # e.g. eval.sample_kwargs.steps=2000: must be an integer in [1, T] = [1, 1000]
+            # e.g. eval.sample_kwargs.steps=2000: must be an integer in [1, T] = [1, 1000]
+            return [f"{option}.{message}" for message in str(e).split("; ")]
         return []
 
     @torch.no_grad()
@@ -251,10 +255,13 @@ class DDPM(GenerativeModule):
             generator: makes the draw reproducible (may live on another device than the model).
             steps: number of steps; ``None`` uses ``sample_steps`` from the config (default T).
                 DDPM with fewer than T steps runs Algorithm 2 on the respaced schedule
-                (Nichol & Dhariwal 2021, §4); DDIM strides over the same timesteps.
-            sampler: ``ddpm`` (Algorithm 2) or ``ddim`` (Song et al. 2021, eq. 12).
-            eta: DDIM's η (0: deterministic).
-            spacing: ``linear`` or ``quadratic`` timesteps when ``steps < T`` (``None``: ``sample_spacing``).
+                (Nichol & Dhariwal 2021, §4); the others stride over the same timesteps.
+            sampler: a name in :data:`models.samplers.SAMPLERS`: ``ddpm`` (Algorithm 2), ``ddim``
+                (Song et al. 2021, eq. 12), ``dpmpp_2m`` (DPM-Solver++(2M), Lu et al. 2022) or
+                ``heun`` (Karras et al. 2022, Algorithm 1; 2 · steps − 1 network calls).
+            eta: DDIM's η (0: deterministic); the other samplers have none.
+            spacing: ``linear``, ``quadratic`` or ``karras`` timesteps when ``steps < T``
+                (``None``: ``sample_spacing``; see :meth:`~models.diffusion.NoiseSchedule.timesteps`).
             return_trajectory: also return the chain x_T, …, x_0 as ``[steps + 1, n, *data_shape]``.
             progress: show a progress bar; ``None`` shows one on a terminal outside training.
             use_ema: sample with the EMA weights (the default) when the model keeps them.
@@ -265,29 +272,18 @@ class DDPM(GenerativeModule):
         if kwargs:
             raise TypeError(f"DDPM.sample got unexpected arguments {sorted(kwargs)}")
         sampler, steps, eta, spacing = self.resolve_sampling(sampler, steps, eta, spacing)
+        method = self.make_sampler(sampler, eta, spacing)
         if progress is None:
             in_fit = self._trainer is not None and self._trainer.state.status == TrainerStatus.RUNNING
             progress = sys.stderr.isatty() and not in_fit
         clip = self.data_range if self.clip_denoised else None
-        timesteps = self.schedule.timesteps(steps, spacing).tolist()  # τ_1 < … < τ_S, 0-indexed
-        respaced = self.schedule if steps == self.T else self.schedule.respaced(torch.tensor(timesteps))
 
-        x = self.randn(n, *self.data_shape, generator=generator)  # Algorithm 2, line 1: x_T ~ N(0, I)
+        x = self.randn(n, *self.data_shape, generator=generator)  # x_T ~ N(0, I) (Algorithm 2, line 1)
         trajectory = [x] if return_trajectory else None
         net = self.eval_net if use_ema else self.net
         with self._eval_mode(net):
-            for i in track(
-                reversed(range(steps)), total=steps, description=f"{sampler} sampling", disable=not progress
-            ):
-                t = self._timesteps_like(timesteps[i], n)
-                eps = net(x, t)
-                if sampler == "ddpm":
-                    z = self.randn(*x.shape, generator=generator) if i > 0 else torch.zeros_like(x)  # line 3
-                    x = respaced.p_sample(eps, i, x, z, self.variance, clip)  # line 4
-                else:
-                    t_prev = timesteps[i - 1] if i > 0 else -1
-                    z = self.randn(*x.shape, generator=generator) if eta > 0 else None
-                    x = self.schedule.ddim_step(eps, t, t_prev, x, eta, z, clip)
+            chain = method.iterate(net, self.schedule, x, steps, generator, clip)
+            for x in track(chain, total=steps, description=f"{sampler} sampling", disable=not progress):
                 if trajectory is not None:
                     trajectory.append(x)
         x = self.to_data_range(x)

@@ -29,8 +29,11 @@ from models.distributions import LOG_2PI, discretized_gaussian_log_likelihood, g
 
 SCHEDULES = ("linear", "cosine")
 VARIANCES = ("beta", "posterior")
-#: How the timesteps of a shorter sampling chain are picked (Song et al. 2021, App. D.2).
-SPACINGS = ("linear", "quadratic")
+#: How the timesteps of a shorter sampling chain are picked: linear or quadratic in t (Song et al.
+#: 2021, App. D.2), or uniform in σ^{1/ρ} (Karras et al. 2022, eq. 5), see NoiseSchedule.timesteps.
+SPACINGS = ("linear", "quadratic", "karras")
+#: ρ of the ``karras`` spacing (Karras et al. 2022, eq. 5 and Table 1).
+KARRAS_RHO = 7.0
 
 
 def schedule_errors(
@@ -334,14 +337,19 @@ class NoiseSchedule(nn.Module):
     def timesteps(self, steps: int | None = None, spacing: str = "linear") -> Tensor:
         """A subsequence τ of ``steps`` 0-indexed timesteps, ascending, for DDIM / respaced sampling.
 
-        Both spacings include both ends, so the first step starts from pure noise at T − 1 and
+        Every spacing includes both ends, so the first step starts from pure noise at T − 1 and
         the last one lands on code t = 0; ``steps = T`` (or ``None``) gives every timestep.
 
         - ``linear``: spread evenly over [0, T − 1], τ_i = round((T − 1) · i / (S − 1)).
         - ``quadratic``: τ_i = round((T − 1) · (i / (S − 1))²), denser at low noise. Song et al. 2021,
           App. D.2, pick τ_i = ⌊c i²⌋ for CIFAR-10 (Table 1) and linear steps for the other data sets.
-          Where rounding repeats a timestep at the low end, it is moved up by one
-          (τ_i = max_{j ≤ i} (τ_j + i − j)), so the chain never repeats a step.
+        - ``karras``: the noise levels σ_t = √((1 − ᾱ_t) / ᾱ_t) evenly spaced in σ^{1/ρ}, ρ = 7, from
+          σ_max = σ_{T−1} down to σ_min = σ_0 (Karras et al. 2022, eq. 5), each snapped to the timestep
+          with the nearest log σ_t: a network trained on T discrete timesteps has seen only those
+          noise levels (Karras et al. round σ the same way for their discrete-time models, App. C.3).
+
+        Where rounding repeats a timestep at the low end, it is moved up by one
+        (τ_i = max_{j ≤ i} (τ_j + i − j)), so the chain never repeats a step.
         """
         steps = self.T if steps is None else steps
         if not (is_int(steps, 1) and steps <= self.T):
@@ -351,8 +359,18 @@ class NoiseSchedule(nn.Module):
         if steps == 1:
             return torch.tensor([self.T - 1], dtype=torch.long)
         u = torch.linspace(0, 1, steps, dtype=torch.float64)
-        tau = ((self.T - 1) * (u if spacing == "linear" else u.square())).round().long()
         i = torch.arange(steps)
+        if spacing == "karras":
+            alphas_cumprod = torch.cumprod(1.0 - self._betas64, 0)
+            log_sigma = 0.5 * torch.log((1.0 - alphas_cumprod) / alphas_cumprod)  # increasing in t
+            lo, hi = log_sigma[[0, -1]].div(KARRAS_RHO).exp()  # σ_min^{1/ρ}, σ_max^{1/ρ}
+            log_target = KARRAS_RHO * torch.log(lo + u * (hi - lo))  # eq. 5
+            above = torch.searchsorted(log_sigma, log_target).clamp(1, self.T - 1)
+            nearer_below = (log_target - log_sigma[above - 1]) < (log_sigma[above] - log_target)
+            tau = torch.where(nearer_below, above - 1, above)
+            tau = torch.minimum(torch.maximum(tau, i), self.T - steps + i)  # leaves room for S distinct steps
+        else:
+            tau = ((self.T - 1) * (u if spacing == "linear" else u.square())).round().long()
         return torch.cummax(tau - i, dim=0).values + i  # strictly increasing (a no-op for linear spacing)
 
     def respaced(self, timesteps: Tensor) -> NoiseSchedule:

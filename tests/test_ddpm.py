@@ -186,8 +186,8 @@ def test_time_mlp_linear_skip_extrapolates_to_the_tail_of_x_T():
             ["model.sampler=ddim", "model.sample_steps=2000"],
             r"model.sample_steps=2000: must be null .* \[1, T=1000\]",
         ),
-        (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim'\]"),
-        (["model.sample_spacing=cubic"], r"model.sample_spacing='cubic': must be one of \['linear', 'quadratic'\]"),
+        (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim', 'dpmpp_2m', 'heun'\]"),
+        (["model.sample_spacing=cubic"], r"model.sample_spacing='cubic': must be one of \['linear', 'quadratic', 'karras'\]"),
         (["model.ema_decay=1.0"], r"model.ema_decay=1.0: must be null \(no EMA\) or a number in \[0, 1\)"),
         (["net=unet_cifar10"], "model.net.image_size=28: the UNet halves it 3 times"),
         (["net.image.eps_net.groups=5"], "model.net.groups=5: must divide every level's channel count"),
@@ -219,7 +219,7 @@ def test_sample_refuses_more_steps_than_T():
         model.sample(2, sampler="ddim", steps=21)
     with pytest.raises(ValueError, match="sampler='euler'"):
         model.sample(2, sampler="euler")
-    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic', 'karras'\]"):
         model.sample(2, sampler="ddim", steps=5, spacing="cubic")
 
 
@@ -402,7 +402,7 @@ def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_ru
     record = evaluate_ckpt("eval.sample_kwargs={sampler: ddim, steps: 10, spacing: quadratic}", "eval.nll_samples=0")
     assert record["nfe"] == 10 and record["eval_config"]["sample_kwargs"]["spacing"] == "quadratic"
     before = (tmp_path / "eval" / "results.json").read_text()
-    with pytest.raises(ConfigError, match=r"eval.sample_kwargs.spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+    with pytest.raises(ConfigError, match=r"eval.sample_kwargs.spacing='cubic': must be one of \['linear', 'quadratic', 'karras'\]"):
         evaluate_ckpt("eval.sample_kwargs.spacing=cubic")
     assert (tmp_path / "eval" / "results.json").read_text() == before  # the last good record is kept
 

@@ -216,7 +216,7 @@ def test_quadratic_timesteps_by_hand():
             for spacing in ("linear", "quadratic"):
                 tau = small.timesteps(steps, spacing)
                 assert len(tau) == steps and tau[0] == 0 and tau[-1] == T - 1 and (tau[1:] > tau[:-1]).all()
-    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic'\]"):
+    with pytest.raises(ValueError, match=r"spacing='cubic': must be one of \['linear', 'quadratic', 'karras'\]"):
         s.timesteps(10, "cubic")
 
 
