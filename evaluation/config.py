@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluation.classifier import ClassifierSettings
-from evaluation.features import FEATURE_SPACES, inception_weights_path
+from evaluation.features import feature_space_names, feature_space_spec
 from genbench.checks import is_int
 from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
@@ -20,8 +20,9 @@ from genbench.errors import ConfigError
 @dataclass
 class EvalConfig:
     """Args:
-    features: feature space: ``auto`` (``classifier`` for images, ``raw`` for 2-D points),
-        ``classifier``, ``inception`` or ``raw``.
+    features: feature space: ``auto`` (``classifier`` for images, ``raw`` for 2-D points) or a
+        registered one (:func:`~evaluation.features.feature_space_names`: ``classifier``, ``clip``,
+        ``dinov2``, ``inception``, ``raw``).
     num_samples: generated samples of the final / stand-alone evaluation. FID is biased at small
         ``n``: compare numbers only at equal ``num_samples`` (it is recorded in the results).
     val_num_samples: generated samples of each periodic evaluation during training.
@@ -30,7 +31,8 @@ class EvalConfig:
     batch_size: samples drawn (and featurised) per call.
     split: the real reference split (``val``: held out from training; ``train``).
     num_real: real samples of the reference (the first ``num_real`` of the split; null: all).
-    inception_weights: local InceptionV3 weights file (null: torch's hub cache; never downloaded).
+    inception_weights: local InceptionV3 weights file (null: torch's hub cache, genbench's cache, else
+        one download checked against its SHA-256; see :mod:`evaluation.weights`).
     is_splits, kid_subsets, kid_subset_size: IS / KID protocol (clipped to the sample counts).
     nearest_k: k of the k-NN manifolds of precision/recall/density/coverage.
     metric_seed: seed of the IS shuffling and KID subsets (torch-fidelity's default 2020).
@@ -42,6 +44,9 @@ class EvalConfig:
     device: ``auto`` (the model's device / CUDA when available), ``cpu``, ``cuda``, ...
     sample_kwargs: extra keyword arguments of ``model.sample`` and ``model.nfe`` (e.g. ``{steps: 100}``).
     classifier: settings of the ``classifier`` feature space (:class:`~evaluation.classifier.ClassifierSettings`).
+    dinov2: ``{model: vits14|vitb14|vitl14|vitg14, weights: PATH|null}`` of ``features=dinov2``
+        (:mod:`evaluation.spaces.dinov2`; default ViT-L/14, weights from genbench's cache or downloaded).
+    clip: ``{model: ViT-L-14-336|ViT-B-32, weights: PATH|null}`` of ``features=clip`` (:mod:`evaluation.spaces.clip`).
     """
 
     features: str = "auto"
@@ -65,6 +70,8 @@ class EvalConfig:
     device: str = "auto"
     sample_kwargs: dict[str, Any] = field(default_factory=dict)
     classifier: dict[str, Any] = field(default_factory=dict)
+    dinov2: dict[str, Any] = field(default_factory=dict)
+    clip: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         errors = self.config_errors(self.__dict__)
@@ -94,8 +101,8 @@ class EvalConfig:
                 errors.append(f"eval.{key}={v!r}: must be an integer >= {low}{why}")
 
         features = cfg.get("features", "auto")
-        if features not in FEATURE_SPACES:
-            errors.append(f"eval.features={features!r}: must be one of {list(FEATURE_SPACES)}")
+        if features not in feature_space_names():
+            errors.append(f"eval.features={features!r}: must be one of {list(feature_space_names())}")
         integer("num_samples", 2, 5000, " (FID is undefined for fewer than 2 samples)")
         integer("val_num_samples", 2, 500, " (FID is undefined for fewer than 2 samples)")
         integer("every_n_steps", 0, 0, " (0 disables evaluation during training)")
@@ -123,11 +130,8 @@ class EvalConfig:
         if not hasattr(kwargs, "keys"):
             errors.append(f"eval.sample_kwargs={kwargs!r}: must be a mapping of keyword arguments of model.sample")
         errors += ClassifierSettings.errors(cfg.get("classifier"))
-        if features == "inception":
-            try:
-                inception_weights_path(cfg.get("inception_weights"))
-            except ConfigError as e:
-                errors += e.problems
+        if features != "auto" and features in feature_space_names():
+            errors += feature_space_spec(features).errors(cfg)  # its options and weights, before any work
         return errors
 
 

@@ -23,7 +23,7 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric
 
 from evaluation.cache import TensorCache
 from evaluation.config import EvalConfig
-from evaluation.features import FeatureSpace, build_feature_space, resolve_feature_space, to_uint8
+from evaluation.features import FeatureSpace, build_feature_space, feature_space_spec, resolve_feature_space, to_uint8
 from evaluation.metrics import (
     FID,
     IS,
@@ -156,7 +156,7 @@ class Evaluator:
                 f"{what}: images have {shape[0]} channel(s), the real reference {self.reference.name} has {ref[0]} "
                 f"(shape {list(ref)}); evaluate samples of the same kind of images"
             ])
-        if shape != ref and not (len(shape) == 3 and self.feature_name == "inception"):
+        if shape != ref and not (len(shape) == 3 and feature_space_spec(self.feature_name).resizes):
             raise ConfigError([
                 f"{what}: does not match the real reference {self.reference.name} of shape {list(ref)}"
                 + ("; only eval.features=inception resizes images" if len(shape) == 3 else "")

@@ -61,6 +61,7 @@ def test_fid_is_kid_agree_with_torch_fidelity(folders, tmp_path, monkeypatch):
 def test_missing_or_corrupt_inception_weights_are_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty hub cache: offline, nothing downloaded
     monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GENBENCH_OFFLINE", "1")  # genbench would download them otherwise (tests/test_weights.py)
     common = ["fake=/nonexistent", "data=mnist5k", "eval=inception"]
     cfg = compose_config(common, config_name="evaluate", run_dir=tmp_path)
     with pytest.raises(ConfigError) as e:

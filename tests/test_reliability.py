@@ -319,7 +319,7 @@ BAD_VALUES = [
      "callbacks.model_checkpoint.every_n_train_steps=-1: must be null or an integer >= 0 (0: only at the end)"),
     # evaluation and run options
     ("", "eval.num_samples=-1", "eval.num_samples=-1: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"),
-    ("", "eval.features=bogus", "eval.features='bogus': must be one of ['auto', 'classifier', 'inception', 'raw']"),
+    ("", "eval.features=bogus", "eval.features='bogus': must be one of ['auto', 'classifier', 'clip', 'dinov2', 'inception', 'raw']"),
     ("", "eval.split=test", "eval.split='test': must be 'train' or 'val'"),
     ("", "eval.nearest_k=0", "eval.nearest_k=0: must be an integer >= 1"),
     ("", "eval.classifier.epochs=0", "eval.classifier.epochs=0: must be an integer >= 1"),
