@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from models.registry import family_names, family_spec  # noqa: E402
 
 SPEEDUP_TARGET, FID_TOLERANCE = 15.0, 0.10
 DDIM_STEPS = (10, 20, 50, 100)
@@ -75,9 +76,11 @@ def variant_label(suffix: str) -> str:
 def speed(n: int, repeats: int, device: torch.device, ddpm_overrides: list[str] = ()) -> dict[str, Any]:
     """images/s and NFE of every family's ``sample(n)`` on mnist5k-shaped networks."""
     extra = {"ddpm": list(ddpm_overrides)}
-    models = {f: common.build(f, ["data=mnist5k", *extra.get(f, [])])[0].to(device).eval() for f in ("gan", "vae", "ddpm")}
-    variants: dict[str, tuple[Any, dict[str, Any]]] = {"gan": (models["gan"], {}), "vae": (models["vae"], {})}
-    variants.update({name: (models["ddpm"], kw) for name, kw in samplers(models["ddpm"].T).items()})
+    models = {f: common.build(f, ["data=mnist5k", *extra.get(f, [])])[0].to(device).eval() for f in family_names()}
+    variants: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for f, model in models.items():  # a family with samplers: one variant per sampler setting
+        chains = samplers(model.T) if "sampler" in family_spec(f).sample_options else {f: {}}
+        variants.update({name: (model, kw) for name, kw in chains.items()})
 
     def case(model, kw) -> Any:
         def run() -> dict[str, float]:
@@ -90,7 +93,7 @@ def speed(n: int, repeats: int, device: torch.device, ddpm_overrides: list[str] 
 
     # Warm-up: one short call per model (the 1000-step chain runs the same code as DDIM-10's net calls).
     for family, model in models.items():
-        if family == "ddpm":
+        if "sampler" in family_spec(family).sample_options:
             model.sample(n, sampler="ddim", steps=10, progress=False)
         else:
             model.sample(n)

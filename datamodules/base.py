@@ -10,7 +10,6 @@ Images are stored as ``uint8`` and mapped to [-1, 1] after the batch reaches its
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -20,12 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from genbench.checks import integer_errors
-
-# Lightning warns on every resume from a step that is not a multiple of the epoch's length, because it
-# cannot see a ``state_dict`` on the DataLoader. The position in the data stream is restored by the data
-# module instead (``state_dict`` / ``EpochBatches.resume`` below), and a resumed run ends bitwise equal to
-# an uninterrupted one (tests/test_resume.py), so the warning is wrong here.
-warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+from genbench.lightning_compat import training_batches_processed
 
 
 def uint8_to_unit(x: Tensor) -> Tensor:
@@ -225,7 +219,7 @@ class InMemoryDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return {}
-        return {"batches_done": trainer.fit_loop.epoch_loop.batch_progress.total.processed}
+        return {"batches_done": training_batches_processed(trainer)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_state = dict(state) if state else None

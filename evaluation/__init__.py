@@ -1,15 +1,14 @@
-"""The one evaluation loop of genbench: FID, IS, KID, precision/recall, density/coverage, mode metrics.
+"""The one evaluation loop of genbench and its registered metrics (:mod:`evaluation.registry`).
 
 Entry points: :class:`~evaluation.evaluator.Evaluator` (the loop), :class:`~evaluation.config.EvalConfig`
 (``eval.*``), :class:`~evaluation.callback.EvalCallback` (during training), ``genbench-evaluate``.
 """
 
 from evaluation.config import EvalConfig
-from evaluation.evaluator import RESULT_KEYS, EvaluationError, Evaluator
+from evaluation.evaluator import EvaluationError, Evaluator, always_result_keys
 from evaluation.sources import DataReference, ModelSource, TensorReference, TensorSource
 
 __all__ = [
-    "RESULT_KEYS",
     "DataReference",
     "EvalConfig",
     "EvaluationError",
@@ -17,4 +16,5 @@ __all__ = [
     "ModelSource",
     "TensorReference",
     "TensorSource",
+    "always_result_keys",
 ]

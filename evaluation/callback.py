@@ -17,29 +17,10 @@ from torch import Tensor
 from evaluation.config import EvalConfig
 from evaluation.evaluator import EvaluationError, Evaluator
 from evaluation.features import resolve_feature_space
+from evaluation.registry import logged_metrics
 from evaluation.sources import DataReference, ModelSource
 
 log = logging.getLogger("genbench.evaluation")
-
-#: results key -> logged name (names shared by every family, so W&B panels line up).
-LOG_NAMES = {
-    "fid": "val/fid",
-    "is_mean": "val/is",
-    "kid_mean": "val/kid",
-    "precision": "val/precision",
-    "recall": "val/recall",
-    "density": "val/density",
-    "coverage": "val/coverage",
-    "nll_bpd": "val/nll_bpd",
-    "modes_covered": "val/modes_covered",
-    "high_quality_share": "val/high_quality_share",
-    "sample_images_per_s": "perf/sample_images_per_s",
-}
-
-
-def logged_metrics(results: dict[str, Any]) -> dict[str, float]:
-    return {name: float(results[key]) for key, name in LOG_NAMES.items() if results.get(key) is not None}
-
 
 class EvalCallback(L.Callback):
     """Runs the :class:`~evaluation.evaluator.Evaluator` on the model being trained.

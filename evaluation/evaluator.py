@@ -2,8 +2,9 @@
 
 :class:`Evaluator` compares a sample source (any family's model, through ``sample(n, generator)``
 only, or stored samples) with a real reference, in one pass: every batch is drawn, quantised
-to 8 bits (images), featurised once, and the same features update FID, IS, KID,
-precision/recall/density/coverage (and the mode metrics of 2-D mixtures). The real side comes
+to 8 bits (images), featurised once, and the same batch updates every registered metric
+(:mod:`evaluation.registry`: FID, IS, KID, precision/recall/density/coverage, the mode metrics of
+2-D mixtures, the likelihood bound, and any plug-in's). The real side comes
 from the cache of real statistics. Under ``torch.distributed`` every rank draws a contiguous
 share of the batches and the torchmetrics states are synchronised, which gives the
 single-process result on the same samples.
@@ -19,30 +20,35 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.aggregation import MaxMetric, MeanMetric
+from torchmetrics.aggregation import MaxMetric
 
 from evaluation.cache import TensorCache
 from evaluation.config import EvalConfig
-from evaluation.features import FeatureSpace, build_feature_space, feature_space_spec, resolve_feature_space, to_uint8
-from evaluation.metrics import (
-    FID,
-    IS,
-    KID,
-    ManifoldMetrics,
-    ModeMetrics,
-    finite_or_none,
-    moments,
-    real_cov_sqrt,
+from evaluation.features import (
+    FeatureSpace,
+    build_feature_space,
+    feature_space_names,
+    feature_space_spec,
+    resolve_feature_space,
+    to_uint8,
 )
+from evaluation.metrics import moments, real_cov_sqrt
+from evaluation.registry import Batch, MetricContext, metric_spec, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
 
-#: The keys of every result, whatever the family (values may be None where undefined, e.g. no NFE for stored samples).
-RESULT_KEYS = (
-    "fid", "is_mean", "is_std", "kid_mean", "kid_std", "precision", "recall", "density", "coverage",
-    "sample_images_per_s", "nfe", "features", "num_samples",
-)  # fmt: skip
+
+def resizing_spaces() -> list[str]:
+    """The feature spaces that accept images of any size."""
+    return [n for n in feature_space_names() if n != "auto" and feature_space_spec(n).resizes]
+
+
+def always_result_keys() -> list[str]:
+    """The keys of every result, whatever the family and data (values may be None where undefined,
+    e.g. no NFE for stored samples): the evaluation's own and those of every always-reported metric."""
+    keys = ["sample_images_per_s", "nfe", "features", "num_samples"]
+    return [k.key for spec in metric_specs() if spec.default and spec.always_reported for k in spec.keys] + keys
 
 
 class EvaluationError(GenbenchError):
@@ -64,6 +70,44 @@ def batch_seed(seed: int, batch: int) -> int:
 def quantize(x: Tensor) -> Tensor:
     """Round images in [-1, 1] to 8 bits, as saving them as PNG would: what is evaluated is an image."""
     return to_uint8(x).float().div_(127.5).sub_(1.0)
+
+
+class FakeFeatures:
+    """Features of the generated side, batch by batch: computed by the feature space, or read from
+    the cache when the source is stored samples (a folder, an .npz) whose features were computed
+    before, keyed by their content: a re-run on the same files skips the feature extractor."""
+
+    def __init__(self, source: Any, space: FeatureSpace, n: int, batch_size: int, quantized: bool,
+                 device: torch.device, world: int):  # fmt: skip
+        self.space, self.device = space, device
+        self.cache, self.key, self.entry, self.parts = None, None, None, None
+        if world == 1 and hasattr(source, "content_digest"):
+            self.cache = TensorCache("fake_features")
+            self.key = {"what": "fake_features", "content": source.content_digest, "n": n, "batch_size": batch_size,
+                        "features": space.cache_id(), "quantized": quantized, "device": device.type}  # fmt: skip
+            self.entry = self.cache.load(self.key)
+            self.parts = None if self.entry is not None else {"features": [], "logits": []}
+
+    @property
+    def cached(self) -> bool:
+        return self.entry is not None
+
+    def features(self, start: int, size: int, x: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(features, logits) of the rows ``start:start + size``; ``x`` holds them unless cached."""
+        if self.entry is not None:
+            f = self.entry["features"][start : start + size].to(self.device)
+            logits = self.entry["logits"][start : start + size].to(self.device) if "logits" in self.entry else None
+            return f, logits
+        f, logits = self.space(x)
+        if self.parts is not None:
+            self.parts["features"].append(f.float().cpu())
+            if logits is not None:
+                self.parts["logits"].append(logits.float().cpu())
+        return f, logits
+
+    def store(self) -> None:
+        if self.parts is not None:
+            self.cache.store(self.key, {k: torch.cat(v) for k, v in self.parts.items() if v})
 
 
 def _sync(device: torch.device) -> None:
@@ -124,6 +168,26 @@ class Evaluator:
             self.real, self.real_cached = TensorCache("real_stats").get_or_compute(self.real_key(), self._compute_real)
         return self.real
 
+    def split_features(self, split: str) -> Tensor:
+        """Features of the whole ``split`` (``train`` / ``val``) of the reference's data set, from the cache or
+        computed and cached (memorization compares generated samples with the training split)."""
+        if split == self.reference.split and self.reference.num_real == len(self.reference.samples()):
+            return self.real_statistics()["features"]
+        from evaluation.sources import DataReference
+
+        ref = DataReference(self.reference.datamodule, split)
+        key = {**self.real_key(), "what": "split_features", "split": split, "n": ref.num_real}
+        entry, _ = TensorCache("real_stats").get_or_compute(key, lambda: {"features": self._features_of(ref)})
+        return entry["features"]
+
+    @torch.no_grad()
+    def _features_of(self, reference: Any) -> Tensor:
+        space, x, feats = self.prepare(), reference.samples(), []
+        for i in range(0, len(x), self.cfg.batch_size):
+            xb = x[i : i + self.cfg.batch_size].to(self.device)
+            feats.append(space(quantize(xb) if reference.is_image else xb)[0].float().cpu())
+        return torch.cat(feats)
+
     @torch.no_grad()
     def _compute_real(self) -> dict[str, Any]:
         space = self.prepare()
@@ -159,20 +223,22 @@ class Evaluator:
         if shape != ref and not (len(shape) == 3 and feature_space_spec(self.feature_name).resizes):
             raise ConfigError([
                 f"{what}: does not match the real reference {self.reference.name} of shape {list(ref)}"
-                + ("; only eval.features=inception resizes images" if len(shape) == 3 else "")
+                + (f"; only eval.features in {resizing_spaces()} resize images" if len(shape) == 3 else "")
             ])
 
     def evaluate(self, source: Any, num_samples: int | None = None, nll_samples: int | None = None) -> dict[str, Any]:
-        """Evaluate ``source``; every process of a ``torch.distributed`` group must call this.
+        """Evaluate ``source`` with every registered metric; every process of a ``torch.distributed``
+        group must call this.
 
         Args:
             source: :class:`~evaluation.sources.ModelSource` or :class:`~evaluation.sources.TensorSource`.
             num_samples: generated samples (default ``cfg.num_samples``); stored samples are all used.
             nll_samples: real examples of the bound ``nll_bpd`` (default ``cfg.nll_samples``; 0: none).
         Returns:
-            the results dict: :data:`RESULT_KEYS`, plus ``nll_bpd`` (families with a likelihood),
-            ``classifier_accuracy`` (classifier space), ``modes_covered``/``num_modes``/``high_quality_share``
-            (2-D mixtures), the protocol (``num_real``, ``kid_subset_size``, ``is_splits``, ...) and ``notes``.
+            the results dict: the keys of :func:`always_result_keys`, the keys of the metrics that apply
+            (``nll_bpd`` for families with a likelihood, the mode metrics of 2-D mixtures, ...), the
+            feature space's extras (``classifier_accuracy``), the protocol (``num_real``, ``kid_subset_size``,
+            ``is_splits``, ...) and ``notes``.
         """
         start_time = time.perf_counter()
         cfg, ref = self.cfg, self.reference
@@ -183,55 +249,28 @@ class Evaluator:
         space = self.prepare()
         real = self.real_statistics()
         rank, world = dist_info()
-        notes: list[str] = []
-
-        # Metric protocol, clipped to the sample counts (noted in the results).
-        n_real = int(real["n"])
-        kid_m = min(cfg.kid_subset_size, n, n_real)
-        if kid_m < cfg.kid_subset_size:
-            notes.append(f"kid_subset_size reduced from {cfg.kid_subset_size} to {kid_m} (samples: {n} generated, {n_real} real)")
-        splits = min(cfg.is_splits, n)
-        if splits < cfg.is_splits:
-            notes.append(f"is_splits reduced from {cfg.is_splits} to {splits} ({n} samples)")
-        k = max(1, min(cfg.nearest_k, n - 1, n_real - 1))
-        if k < cfg.nearest_k:
-            notes.append(f"nearest_k reduced from {cfg.nearest_k} to {k} ({n} generated, {n_real} real samples)")
-
-        d = space.num_features
-        fid = FID(d).to(self.device)
-        kid = KID(d, subsets=cfg.kid_subsets, subset_size=kid_m, seed=cfg.metric_seed).to(self.device)
-        manifold = ManifoldMetrics(nearest_k=k).to(self.device)
-        inception_score = IS(space.num_classes, splits=splits, seed=cfg.metric_seed).to(self.device) if space.num_classes else None
-        modes = ModeMetrics(ref.centers, ref.std).to(self.device) if ref.centers is not None else None
-        sample_time = MaxMetric().to(self.device)
-        nll = MeanMetric().to(self.device)
-
-        # The real side enters on rank 0 only, so the cross-rank reduction counts it once; every rank
-        # adds an empty block first, so every rank holds one tensor of the same rank per list state.
-        empty_f = torch.zeros(0, d, device=self.device)
-        real_f = real["features"].to(self.device) if rank == 0 else empty_f
-        if rank == 0:
-            fid.set_real_moments(real["sum"], real["cov_sum"], n_real, real.get("cov_sqrt"))
-        fid.update(empty_f, real=True)
-        for metric in (kid, manifold):
-            metric.update(real_f, real=True)
-            metric.update(empty_f, real=False)
-        if inception_score is not None:
-            inception_score.update(torch.zeros(0, space.num_classes, device=self.device))
+        ctx = MetricContext(
+            cfg=cfg, space=space, real=real, num_samples=n, num_real=int(real["n"]), reference=ref, source=source,
+            device=self.device, rank=rank, world=world,
+            nll_samples=int(cfg.nll_samples if nll_samples is None else nll_samples),
+            split_features=self.split_features if hasattr(ref, "datamodule") else None,
+        )  # fmt: skip
+        states, skipped = {}, []
+        for spec in metric_specs():
+            if not (spec.default or spec.name in cfg.metrics):
+                continue
+            state = spec.build(ctx)
+            if state is None:
+                skipped.append(spec)
+            else:
+                states[spec.name] = state
+        needs_samples = any("samples" in metric_spec(name).needs for name in states)
 
         bs = cfg.batch_size
         n_batches = math.ceil(n / bs)
         mine = range(rank * n_batches // world, (rank + 1) * n_batches // world)
-        # Stored samples (a folder, an .npz) keep their features in the cache, keyed by their content:
-        # a re-run on the same files skips the feature extractor on both sides.
-        fake_cache, fake_key, fake_entry, fake_parts = None, None, None, None
-        if world == 1 and hasattr(source, "content_digest"):
-            fake_cache = TensorCache("fake_features")
-            fake_key = {"what": "fake_features", "content": source.content_digest, "n": n, "batch_size": bs,
-                        "features": space.cache_id(), "quantized": ref.is_image, "device": self.device.type}  # fmt: skip
-            fake_entry = fake_cache.load(fake_key)
-            fake_parts = None if fake_entry is not None else {"features": [], "logits": []}
-        self.fake_cached = fake_entry is not None
+        fake = FakeFeatures(source, space, n, bs, ref.is_image, self.device, world)
+        self.fake_cached = fake.cached
         grid: list[Tensor] = []  # a preview: images for the grid, or enough points for a scatter plot
         preview = cfg.grid_size if ref.is_image else max(cfg.grid_size, 2000)
         elapsed = 0.0
@@ -240,7 +279,8 @@ class Evaluator:
                 start, size = b * bs, min(bs, n - b * bs)
                 shown = sum(len(t) for t in grid)
                 # With cached features only the rows the sample grid shows are drawn (for a folder: decoded).
-                drawn = size if fake_entry is None or modes is not None else max(0, min(size, preview - shown))
+                drawn = size if not fake.cached or needs_samples else max(0, min(size, preview - shown))
+                x = None
                 if drawn > 0:
                     g = torch.Generator(device=source.device).manual_seed(batch_seed(cfg.seed, b))
                     _sync(source.device)
@@ -253,58 +293,37 @@ class Evaluator:
                         x = quantize(x)
                     if rank == 0 and shown < preview:
                         grid.append(x[: preview - shown].cpu())
-                    if modes is not None:
-                        modes.update(x)
-                if fake_entry is not None:
-                    f = fake_entry["features"][start : start + size].to(self.device)
-                    logits = fake_entry["logits"][start : start + size].to(self.device) if "logits" in fake_entry else None
-                else:
-                    f, logits = space(x)
-                    if fake_parts is not None:
-                        fake_parts["features"].append(f.float().cpu())
-                        if logits is not None:
-                            fake_parts["logits"].append(logits.float().cpu())
-                fid.update(f, real=False)
-                kid.update(f, real=False)
-                manifold.update(f, real=False)
-                if inception_score is not None:
-                    inception_score.update(logits)
-            sample_time.update(torch.tensor(elapsed, dtype=torch.float64))
-            if fake_parts is not None:
-                fake_cache.store(fake_key, {k: torch.cat(v) for k, v in fake_parts.items() if v})
-            n_nll = cfg.nll_samples if nll_samples is None else int(nll_samples)
-            with_nll = source.has_likelihood and n_nll > 0
-            if with_nll:
-                self._nll(source, nll, n_nll, rank, world)
+                features, logits = fake.features(start, size, x)
+                batch = Batch(features=features, logits=logits, samples=x)
+                for state in states.values():
+                    state.update(batch)
+            fake.store()
+            for state in states.values():
+                state.finish(source)
+            seconds = self._max_over_ranks(elapsed)
 
-        results: dict[str, Any] = {"features": self.feature_name, "num_samples": n, "num_real": n_real}
-        results["fid"] = float(fid.compute())
-        if fid.clamped is not None:
-            notes.append(f"fid was {fid.clamped:.3g} (floating-point error around 0) and is reported as 0")
-        if inception_score is not None:
-            is_mean, is_std = inception_score.compute()
-            results.update(is_mean=float(is_mean), is_std=float(is_std))
-        else:
-            results.update(is_mean=None, is_std=None)
-            notes.append("is: this feature space has no class posterior")
-        kid_mean, kid_std = kid.compute()
-        results.update(kid_mean=float(kid_mean), kid_std=float(kid_std))
-        results.update(manifold.compute())
-        seconds = float(sample_time.compute())
+        results: dict[str, Any] = {"features": self.feature_name, "num_samples": n, "num_real": ctx.num_real}
+        for spec in skipped:
+            if spec.always_reported:
+                results.update({k.key: None for k in spec.keys})
+        for state in states.values():
+            results.update(state.compute())
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
-        if with_nll:
-            results["nll_bpd"] = finite_or_none(nll.compute())
-        if modes is not None:
-            results.update(modes.compute())
         results.update(space.info())
         results.update(
-            data=ref.name, split=ref.split, kid_subset_size=kid_m, kid_subsets=cfg.kid_subsets, is_splits=splits,
-            nearest_k=k, real_stats_cached=self.real_cached, fake_features_cached=self.fake_cached, world_size=world,
-            eval_time_s=round(time.perf_counter() - start_time, 3), notes=notes,
+            data=ref.name, split=ref.split, **ctx.protocol, real_stats_cached=self.real_cached,
+            fake_features_cached=self.fake_cached, world_size=world,
+            eval_time_s=round(time.perf_counter() - start_time, 3), notes=ctx.notes,
         )  # fmt: skip
         self.last_samples = torch.cat(grid) if grid else None
         return results
+
+    def _max_over_ranks(self, seconds: float) -> float:
+        """The slowest rank's sampling time (the ranks sample in parallel)."""
+        longest = MaxMetric().to(self.device)
+        longest.update(torch.tensor(seconds, dtype=torch.float64))
+        return float(longest.compute())
 
     def _rng_devices(self, source: Any) -> list[int]:
         device = source.device
@@ -321,12 +340,3 @@ class Evaluator:
             bad = int((~torch.isfinite(x.flatten(1))).any(1).sum())
             raise EvaluationError(f"{source.name}: {bad} of {size} samples contain NaN or inf; cannot evaluate them")
         return x.to(self.device, torch.float32)
-
-    def _nll(self, source: Any, nll: MeanMetric, n: int, rank: int, world: int) -> None:
-        """Mean ``nll_bpd`` over ``n`` real examples (a fixed subset), each batch with its own seed."""
-        x = self.reference.samples(n)
-        bs = self.cfg.batch_size
-        n_batches = math.ceil(len(x) / bs)
-        for b in range(rank * n_batches // world, (rank + 1) * n_batches // world):
-            torch.manual_seed(batch_seed(self.cfg.seed + 1, b))
-            nll.update(source.nll_bpd(x[b * bs : (b + 1) * bs]).double().to(self.device))

@@ -21,26 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.registry import ResultKey, result_keys
 from genbench.errors import GenbenchError
 from genbench.io import read_results
+from genbench.runtime import start
+from models.registry import order as family_order
 
-# (column, key in the flattened record, format, lower is better?)
-COLUMNS: list[tuple[str, str, str]] = [
-    ("FID ↓", "fid", "{:.2f}"),
-    ("IS ↑", "is_mean", "{:.2f}"),
-    ("KID ↓", "kid_mean", "{:.4f}"),
-    ("precision ↑", "precision", "{:.3f}"),
-    ("recall ↑", "recall", "{:.3f}"),
-    ("NLL bits/dim ↓", "nll_bpd", "{:.3f}"),
-    ("modes", "modes_covered", "{:.1f}"),
-    ("high-quality %", "high_quality_pct", "{:.1f}"),
-    ("params (M)", "params_m", "{:.3f}"),
-    ("train time (s)", "train_time_s", "{:.1f}"),
-    ("train img/s", "train_images_per_s", "{:.0f}"),
-    ("sample img/s", "sample_images_per_s", "{:.1f}"),
-    ("NFE", "nfe", "{:.0f}"),
-]
-FAMILY_ORDER = {"gan": 0, "vae": 1, "ddpm": 2}
+
+def columns() -> list[ResultKey]:
+    """The table's columns: every registered result key with a column, in registry order."""
+    return [k for k in result_keys() if k.column]
 
 
 def flatten(results: dict[str, Any]) -> dict[str, Any]:
@@ -59,12 +49,9 @@ def flatten(results: dict[str, Any]) -> dict[str, Any]:
         "train_images_per_s": results.get("train_images_per_s"),
         "steps": results.get("steps"),
     }
-    for key in ("fid", "is_mean", "kid_mean", "precision", "recall", "density", "coverage", "nll_bpd",
-                "sample_images_per_s", "nfe", "modes_covered", "high_quality_share", "num_samples", "features"):
-        if key in ev:
+    for key in [k.key for k in result_keys()] + ["num_samples", "features"]:
+        if key in ev and key not in rec:
             rec[key] = ev[key]
-    if rec.get("high_quality_share") is not None:
-        rec["high_quality_pct"] = 100 * rec["high_quality_share"]
     return rec
 
 
@@ -129,26 +116,28 @@ def group_records(records: list[dict[str, Any]]) -> list[Group]:
     for r in records:
         key = (str(r.get("data")), str(r.get("family")))
         groups.setdefault(key, Group(*key)).records.append(r)
-    return sorted(groups.values(), key=lambda g: (g.data, FAMILY_ORDER.get(g.family, 9), g.family))
+    return sorted(groups.values(), key=lambda g: (g.data, family_order(g.family), g.family))
 
 
-def _cell(stat: tuple[float, float | None] | None, fmt: str) -> str:
+def _cell(stat: tuple[float, float | None] | None, column: ResultKey) -> str:
     if stat is None:
         return "–"
-    mean, std = stat
+    mean, std = (None if v is None else v * column.scale for v in stat)
+    fmt = column.fmt
     return fmt.format(mean) if std is None else f"{fmt.format(mean)} ± {fmt.format(std)}"
 
 
-def active_columns(groups: list[Group]) -> list[tuple[str, str, str]]:
-    return [c for c in COLUMNS if any(g.values(c[1]) for g in groups)]
+def active_columns(groups: list[Group]) -> list[ResultKey]:
+    """The columns that at least one group has a value for."""
+    return [c for c in columns() if any(g.values(c.key) for g in groups)]
 
 
 def to_markdown(groups: list[Group]) -> str:
     cols = active_columns(groups)
-    header = ["data", "family", "seeds"] + [c[0] for c in cols]
+    header = ["data", "family", "seeds"] + [c.header for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
-        row = [g.data, g.family, g.runs_cell()] + [_cell(g.mean_std(key), fmt) for _, key, fmt in cols]
+        row = [g.data, g.family, g.runs_cell()] + [_cell(g.mean_std(c.key), c) for c in cols]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -157,11 +146,11 @@ def to_csv(groups: list[Group]) -> str:
     cols = active_columns(groups)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["data", "family", "seeds", "failed"] + [f"{key}_{s}" for _, key, _ in cols for s in ("mean", "std")])
+    w.writerow(["data", "family", "seeds", "failed"] + [f"{c.key}_{s}" for c in cols for s in ("mean", "std")])
     for g in groups:
         row: list[Any] = [g.data, g.family, len(g.ok), sum(g.failures().values())]
-        for _, key, _ in cols:
-            stat = g.mean_std(key)
+        for c in cols:
+            stat = g.mean_std(c.key)
             row += ["", ""] if stat is None else [stat[0], "" if stat[1] is None else stat[1]]
         w.writerow(row)
     return buf.getvalue()
@@ -214,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dirs and not args.wandb:
         parser.error("give run directories or --wandb PROJECT")
     try:
+        start()
         for option, path in (("--markdown", args.markdown), ("--csv", args.csv)):
             if path is not None:
                 check_output_file(option, path)

@@ -24,11 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from evaluation import DataReference, EvalConfig, Evaluator, ModelSource, TensorReference, TensorSource
-from evaluation.evaluator import RESULT_KEYS, dist_info
+from evaluation.evaluator import dist_info
+from evaluation.registry import result_keys
 from evaluation.sources import read_samples
 from genbench import __version__
 from genbench.errors import ConfigError, GenbenchError
 from genbench.io import atomic_write_json, read_results, writable_file_errors
+from genbench.runtime import start
 
 log = logging.getLogger("genbench")
 
@@ -164,10 +166,10 @@ def print_table(record: dict[str, Any]) -> None:
     table = Table(title=f"genbench-evaluate: {record.get('evaluated')} vs {record.get('data')}/{record.get('split')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    keys = list(RESULT_KEYS) + [
-        k for k in ("nll_bpd", "classifier_accuracy", "modes_covered", "num_modes", "high_quality_share",
-                    "num_real", "kid_subset_size", "real_stats_cached", "fake_features_cached", "eval_time_s") if k in record
-    ]  # fmt: skip
+    metric_keys = [k.key for k in result_keys() if k.key in record]
+    extra = ("features", "num_samples", "classifier_accuracy", "num_real", "kid_subset_size", "real_stats_cached",
+             "fake_features_cached", "eval_time_s")  # fmt: skip
+    keys = metric_keys + [k for k in extra if k in record and k not in metric_keys]
     for key in keys:
         v = record.get(key)
         table.add_row(key, "—" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v))
@@ -187,6 +189,11 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        start()
+    except GenbenchError as e:
+        print(f"genbench-evaluate: error: {e}", file=sys.stderr)
+        sys.exit(2)
     _hydra_main()
 
 

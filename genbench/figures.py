@@ -1,8 +1,9 @@
 """The figures of the comparison report, as PNG files (matplotlib, headless).
 
-Everything here works from the ``GenerativeModule`` contract (``sample``) and evaluation
-results, except the lecture's pictures, which show what each family is made of (the
-diffusion chains, the VAE's reconstructions, the latent walks) and call the family's own API.
+Everything here works from the ``GenerativeModule`` contract (``sample``), evaluation results and
+the family registry (names, colours, order); the pictures of what each family is made of (the
+diffusion chains, the VAE's reconstructions, the latent walks) come as rows of images from the
+family's own figure function (:mod:`models.figures`) and are drawn by :func:`image_rows`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-FAMILY_COLORS = {"gan": "tab:red", "vae": "tab:blue", "ddpm": "tab:green"}
-FAMILY_NAMES = {"gan": "GAN", "vae": "VAE", "ddpm": "DDPM"}
-
-
-def _name(family: str) -> str:
-    return FAMILY_NAMES.get(family, family)
+from models.registry import color as family_color  # noqa: E402
+from models.registry import display_name as _name  # noqa: E402
+from models.registry import order as family_order  # noqa: E402
 
 
 def to_image(x: Tensor, nrow: int) -> Any:
@@ -75,7 +73,7 @@ def fid_vs_time(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Pa
         pts = [(h["time_s"], h[metric]) for h in hist if h.get(metric) is not None and math.isfinite(h[metric])]
         if pts:
             t, v = zip(*pts, strict=True)
-            ax.plot(t, v, marker="o", label=_name(family), color=FAMILY_COLORS.get(family))
+            ax.plot(t, v, marker="o", label=_name(family), color=family_color(family))
     ax.set_xlabel("wall-clock training time (s)")
     ax.set_ylabel(metric.upper() if metric == "fid" else metric)
     ax.set_yscale("log")
@@ -102,7 +100,7 @@ def trilemma(rows: Mapping[str, Mapping[str, float | None]], path: Path) -> Path
     for ax, (title, key, log) in zip(axes, panels, strict=True):
         vals = [rows[f].get(key) for f in fams]
         ax.bar([_name(f) for f in fams], [v if v is not None else 0 for v in vals],
-               color=[FAMILY_COLORS.get(f, "gray") for f in fams])
+               color=[family_color(f) for f in fams])
         for i, v in enumerate(vals):
             if v is not None:
                 ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
@@ -122,7 +120,7 @@ def toy_scatter(
 ) -> Path:
     """``panels[data][family] = (samples [N, 2], eval results)``: samples over the true modes."""
     datas = list(panels)
-    fams = sorted({f for d in datas for f in panels[d]}, key=lambda f: list(FAMILY_COLORS).index(f) if f in FAMILY_COLORS else 9)
+    fams = sorted({f for d in datas for f in panels[d]}, key=lambda f: (family_order(f), f))
     fig, axes = plt.subplots(len(datas), len(fams), figsize=(3.2 * len(fams), 3.2 * len(datas)), squeeze=False)
     for i, data in enumerate(datas):
         c = centers[data].cpu()
@@ -132,7 +130,7 @@ def toy_scatter(
             if family in panels[data]:
                 x, ev = panels[data][family]
                 x = x.detach().cpu()
-                ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color=FAMILY_COLORS.get(family, "k"), rasterized=True)
+                ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color=family_color(family, "k"), rasterized=True)
                 covered = ev.get("modes_covered")
                 hq = ev.get("high_quality_share")
                 label = f"{_name(family)} on {data}"

@@ -21,14 +21,15 @@ from pathlib import Path
 
 from genbench.errors import GenbenchError
 from genbench.io import nearest_existing, read_results
+from genbench.runtime import start as start_runtime
+from models.registry import family_names
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-FAMILIES = ("gan", "vae", "ddpm")
 TOY_DATA = ("rings", "grid")
 
 
 def available_families() -> list[str]:
-    return [f for f in FAMILIES if (CONF_DIR / "model" / f"{f}.yaml").exists()]
+    """Every registered family (models/registry.py and the plug-ins), in display order."""
+    return family_names()
 
 
 def parse_families(text: str) -> list[str]:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genbench-lecture", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output directory (default: outputs/lecture/<date>_<time>)")
-    parser.add_argument("--families", default=",".join(available_families()), help="comma-separated families")
+    parser.add_argument("--families", default=None, help="comma-separated families (default: every registered one)")
     parser.add_argument("--no-2d", action="store_true", help="skip the rings/grid comparison")
     parser.add_argument("--report-only", action="store_true", help="only (re)build the report of the runs in --out")
     parser.add_argument("--no-wandb-report", action="store_true", help="do not log the report figures to W&B")
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out or f"outputs/lecture/{time.strftime('%Y-%m-%d_%H-%M-%S')}").resolve()
     try:
-        families = ",".join(parse_families(args.families))
+        start_runtime()
+        families = ",".join(parse_families(args.families if args.families is not None else ",".join(available_families())))
         check_out_dir(out)
     except GenbenchError as e:
         print(f"genbench-lecture: error: {e}", file=sys.stderr)

@@ -6,8 +6,9 @@ groups them by data set and family, and writes into ``root``:
 - ``report.md``: the table (mean ± std over seeds) and every figure below;
 - ``table.md`` / ``table.csv``: the table alone (as ``genbench-compare`` prints it);
 - ``samples.png``: the families' samples side by side, from the same fixed seeds;
-- ``forward_diffusion.png``, ``reverse_chain.png``: the DDPM chains x_0 → x_T and x_T → x_0;
-- ``vae_reconstructions.png``, ``vae_interpolation.png``, ``gan_interpolation.png``;
+- one PNG per figure a family offers (its spec's ``figures`` in :mod:`models.registry`): the DDPM's
+  ``forward_diffusion.png`` and ``reverse_chain.png``, the VAE's ``vae_reconstructions.png`` and
+  ``vae_interpolation.png``, the GAN's ``gan_interpolation.png``;
 - ``fid_vs_time.png``: FID against wall-clock training time;
 - ``trilemma.png``: quality / diversity / sampling speed;
 - ``toy.png``: each family's samples over the true modes of the 2-D data sets.
@@ -33,8 +34,9 @@ from genbench.checks import is_int
 from genbench.compare import flatten, group_records, to_csv, to_markdown
 from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes, read_results
+from models.registry import family_names, family_spec
+from models.registry import order as family_order
 
-FAMILY_ORDER = ("gan", "vae", "ddpm")
 SAMPLE_SEED = 1234
 # Points per family in toy.png: as many as the evaluation scored (its modes / 3σ share label the panel), at most this.
 TOY_POINTS = 2000
@@ -96,7 +98,7 @@ def _by_data_family(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
     for r in runs:
         out[r.data][r.family].append(r)
     for d in out:
-        out[d] = dict(sorted(out[d].items(), key=lambda kv: FAMILY_ORDER.index(kv[0]) if kv[0] in FAMILY_ORDER else 9))
+        out[d] = dict(sorted(out[d].items(), key=lambda kv: (family_order(kv[0]), kv[0])))
         for f in out[d]:
             out[d][f].sort(key=lambda r: r.seed)
     return dict(out)
@@ -113,53 +115,25 @@ def _toy_points(run: Run) -> int:
     return min(TOY_POINTS, n) if is_int(n, 1) else TOY_POINTS
 
 
-def lecture_pictures(image_runs: dict[str, list[Run]], out: Path, n: int = 64) -> dict[str, Path]:
-    """Samples side by side + the lecture's pictures, from the first seed of each family."""
+def lecture_pictures(image_runs: dict[str, list[Run]], out: Path, n: int = 64) -> tuple[dict[str, Path], dict[str, tuple[str, str]]]:
+    """Samples side by side, and every figure the families offer (their spec's ``figures``), from the
+    first seed of each family. Returns the PNGs by key and each figure's (heading, caption)."""
     made: dict[str, Path] = {}
+    text: dict[str, tuple[str, str]] = {}
     models = {f: runs[0].model() for f, runs in image_runs.items()}
     samples = {f: figures.fixed_seed_samples(m, n, SAMPLE_SEED, **_sample_kwargs(image_runs[f][0])) for f, m in models.items()}
     made["samples"] = figures.samples_side_by_side(samples, out / "samples.png", title=f"{n} samples per family, seed {SAMPLE_SEED}")
     some_run = next(iter(image_runs.values()))[0]
     real = some_run.datamodule().real_samples("val", n=8)
-    g = torch.Generator().manual_seed(SAMPLE_SEED)
-
-    if "ddpm" in models:
-        ddpm = models["ddpm"]
-        sched = ddpm.schedule
-        T = sched.T
-        ts = [0, T // 20, T // 10, T // 5, T // 3, T // 2, 2 * T // 3, 5 * T // 6, T - 1]
-        x0 = real[:4]
-        noise = torch.randn(x0.shape, generator=g)
-        rows = []
-        for i in range(len(x0)):
-            frames = [sched.q_sample(x0[i : i + 1], torch.tensor([t]), noise[i : i + 1])[0] for t in ts]
-            rows.append((f"digit {i + 1}", torch.stack([x0[i]] + frames[1:])))
-        made["forward_diffusion"] = figures.image_rows(
-            rows, out / "forward_diffusion.png",
-            title="Forward process q(x_t | x_0): t = " + ", ".join(str(t + 1) for t in ts) + f" of T = {T}")
-        traj = ddpm.sample(4, generator=torch.Generator().manual_seed(SAMPLE_SEED), return_trajectory=True,
-                           **_sample_kwargs(image_runs["ddpm"][0]))
-        chain = traj[1] if isinstance(traj, tuple) else traj  # [steps + 1, n, C, H, W], x_T first
-        idx = torch.linspace(0, len(chain) - 1, 10).round().long()
-        rows = [(f"chain {i + 1}", chain[idx, i]) for i in range(chain.shape[1])]
-        made["reverse_chain"] = figures.image_rows(rows, out / "reverse_chain.png", title="Reverse process x_T → x_0 (Algorithm 2)")
-
-    if "vae" in models:
-        vae = models["vae"]
-        made["vae_reconstructions"] = figures.image_rows(
-            [("data", real), ("reconstruction", vae.reconstruct(real))], out / "vae_reconstructions.png",
-            title="VAE: x and the decoded posterior mean of q(z|x)")
-        rows = [(f"{a}→{b}", vae.interpolate(real[a], real[b], steps=10)) for a, b in ((0, 1), (2, 3), (4, 5))]
-        made["vae_interpolation"] = figures.image_rows(rows, out / "vae_interpolation.png",
-                                                       title="VAE: decoded straight lines between two encodings")
-
-    if "gan" in models:
-        gan = models["gan"]
-        z = torch.randn(6, gan.latent_dim, generator=g)
-        rows = [(f"walk {k + 1}", gan.interpolate(z[2 * k], z[2 * k + 1], steps=10)) for k in range(3)]
-        made["gan_interpolation"] = figures.image_rows(rows, out / "gan_interpolation.png",
-                                                       title="GAN: generator along straight lines in z")
-    return made
+    for family, model in models.items():
+        make = family_spec(family).figure_function() if family in family_names() else None
+        if make is None:
+            continue
+        g = torch.Generator().manual_seed(SAMPLE_SEED)
+        for fig in make(model, real, g, _sample_kwargs(image_runs[family][0])):
+            made[fig.key] = figures.image_rows(fig.rows, out / f"{fig.key}.png", title=f"{fig.heading}: {fig.caption}")
+            text[fig.key] = (fig.heading, fig.caption)
+    return made, text
 
 
 def _mean(runs: list[Run], key: str) -> float | None:
@@ -181,10 +155,12 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
     atomic_write_bytes(root / "table.csv", to_csv(groups).encode())
 
     made: dict[str, Path] = {}
+    figure_text: dict[str, tuple[str, str]] = {}
     image_data = [d for d, fams in grouped.items() if len(next(iter(fams.values()))[0].results["config"]["data"]["shape"]) == 3]
     toy_data = [d for d in grouped if d not in image_data]
     for d in image_data[:1]:
-        made.update(lecture_pictures(grouped[d], root))
+        pictures, figure_text = lecture_pictures(grouped[d], root)
+        made.update(pictures)
         hist = {f: rs[0].history() for f, rs in grouped[d].items()}
         if any(hist.values()):
             made["fid_vs_time"] = figures.fid_vs_time(hist, root / "fid_vs_time.png")
@@ -201,7 +177,7 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
                              rs[0].eval) for f, rs in grouped[d].items()}  # fmt: skip
         made["toy"] = figures.toy_scatter(panels, centers, stds, root / "toy.png")
 
-    md = render_markdown(root, runs, grouped, table, made, image_data, toy_data)
+    md = render_markdown(root, runs, table, made, figure_text)
     report = root / "report.md"
     atomic_write_bytes(report, md.encode())
     if wandb_group is not None:
@@ -223,7 +199,8 @@ def _machine() -> str:
     return f"{cpu}, {threads} torch threads, {gpu}, torch {torch.__version__}"
 
 
-def render_markdown(root: Path, runs: list[Run], grouped, table: str, made: dict[str, Path], image_data, toy_data) -> str:
+def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Path],
+                    family_figures: dict[str, tuple[str, str]]) -> str:  # fmt: skip
     any_run = runs[0]
     cfg = any_run.results["config"]
     ev = any_run.eval
@@ -248,13 +225,9 @@ def render_markdown(root: Path, runs: list[Run], grouped, table: str, made: dict
         "NFE = network evaluations per sample.",
         "",
     ]
-    figure_text = [
-        ("samples", "## Samples", "The same seeds for every family."),
-        ("forward_diffusion", "## The forward process", "q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) applied to validation digits."),
-        ("reverse_chain", "## The reverse process", "DDPM sampling from x_T ~ N(0, I) down to x_0."),
-        ("vae_reconstructions", "## VAE reconstructions", ""),
-        ("vae_interpolation", "## VAE latent interpolation", ""),
-        ("gan_interpolation", "## GAN latent interpolation", ""),
+    figure_text = [("samples", "## Samples", "The same seeds for every family.")]
+    figure_text += [(key, f"## {heading}", caption) for key, (heading, caption) in family_figures.items()]
+    figure_text += [
         ("fid_vs_time", "## FID during training", "Measured by the training-time evaluation callback (small sample count)."),
         ("trilemma", "## Quality, diversity, speed", "The generative learning trilemma (Xiao et al. 2022): no family wins all three."),
         ("toy", "## 2-D mode coverage", "Modes covered and the share of samples within 3σ of a mode (Srivastava et al. 2017)."),
@@ -280,9 +253,9 @@ def log_to_wandb(root: Path, made: dict[str, Path], groups, group: str) -> None:
                      tags=["report"], reinit=True)
     try:
         cols = active_columns(groups)
-        table = wandb.Table(columns=["data", "family", "seeds"] + [c[1] for c in cols])
+        table = wandb.Table(columns=["data", "family", "seeds"] + [c.key for c in cols])
         for g in groups:
-            table.add_data(g.data, g.family, g.runs_cell(), *[(g.mean_std(k) or (None,))[0] for _, k, _ in cols])
+            table.add_data(g.data, g.family, g.runs_cell(), *[(g.mean_std(c.key) or (None,))[0] for c in cols])
         run.log({"comparison": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in made.items()}})
     finally:
         run.finish()

@@ -11,6 +11,7 @@ import inspect
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,10 +21,24 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from genbench import __version__
-from genbench.checks import positive_errors
-from genbench.errors import TrainingDivergedError
+from genbench.errors import ConfigError, TrainingDivergedError
+from genbench.lightning_compat import logs_this_step
+from genbench.schema import check, setting
 
 CHECKPOINT_KEY = "genbench"
+
+
+@dataclass
+class FamilyConfig:
+    """The settings every family has (``model.*``); each family's typed config extends it.
+
+    The dataclass holds the one default of each setting and its allowed values; the constructor takes
+    the settings as keyword arguments and :meth:`GenerativeModule.settings` fills in and checks the rest.
+    """
+
+    lr: float = setting(1e-3, gt=0, doc="learning rate of the (main) optimizer")
+    compile: Any = setting(False, doc="torch.compile the trained networks: false, true, or torch.compile options "
+                                      "such as {mode: max-autotune}; checkpoints are the same either way")
 
 
 @contextmanager
@@ -60,6 +75,20 @@ class GenerativeModule(L.LightningModule):
 
     #: The trained networks (attribute names) that ``compile`` compiles.
     compiled_networks: ClassVar[tuple[str, ...]] = ()
+    #: The family's typed config: its settings, their defaults and allowed values.
+    config_type: ClassVar[type] = FamilyConfig
+
+    @classmethod
+    def settings(cls, given: dict[str, Any]) -> Any:
+        """The typed config of the settings ``given`` to the constructor (the rest at their defaults), checked;
+        also saved as the module's hyperparameters. Raises ``ConfigError`` naming every bad or unknown setting."""
+        known = {f for f in cls.config_type.__dataclass_fields__}
+        unknown = sorted(set(given) - known)
+        errors = [f"model.{k}: not a setting of {cls.__name__}; allowed: {sorted(known)}" for k in unknown]
+        errors += cls.setting_errors({k: v for k, v in given.items() if k in known})
+        if errors:
+            raise ConfigError(errors)
+        return cls.config_type(**{k: v for k, v in given.items() if k in known})
 
     def __init__(self, data_shape: Sequence[int], lr: float = 1e-3, optimizer: Any = None,
                  compile: bool | dict[str, Any] = False):  # fmt: skip
@@ -198,12 +227,7 @@ class GenerativeModule(L.LightningModule):
             self.log(name, value.detach(), prog_bar=name in prog_bar)
 
     def _logs_this_step(self) -> bool:
-        trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        if trainer is None or connector is None:
-            return True
-        last = trainer.is_last_batch or (trainer.max_steps > 0 and trainer.global_step + 1 >= trainer.max_steps)
-        return last or connector.should_update_logs
+        return logs_this_step(self._trainer)
 
     def batch_images(self, batch: Any) -> Tensor:
         """Data modules yield ``(x, y)``; models only need ``x``."""
@@ -326,21 +350,32 @@ class GenerativeModule(L.LightningModule):
         return []
 
     @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        """Problems in this family's config node (``cfg.model``), one message each.
-
-        Called by :mod:`genbench.validate` before any data is loaded. Subclasses extend it.
-        """
-        errors = positive_errors("model.", ("lr", cfg.get("lr", 1e-3)))
-        errors += optimizer_errors(cfg.get("optimizer"))
-        comp = cfg.get("compile", False)
+    def setting_errors(cls, values: Any) -> list[str]:
+        """Problems of the settings in ``values`` (absent ones take their defaults), one message each: the
+        typed config's declared ranges and choices, then the rules between fields (:meth:`cross_field_errors`)."""
+        errors = check(cls.config_type, values, "model.")
+        comp = values.get("compile", False)
         if not isinstance(comp, (bool, Mapping)):
             errors.append(f"model.compile={comp!r}: must be true, false or a mapping of torch.compile options "
                           f"(e.g. {{mode: max-autotune}})")
         elif isinstance(comp, Mapping):
             takes = set(inspect.signature(torch.compile).parameters) - {"model"}
             errors += [f"model.compile.{k}: not a torch.compile option; allowed: {sorted(takes)}" for k in comp if k not in takes]
-        return errors
+        return errors + cls.cross_field_errors(values)
+
+    @classmethod
+    def cross_field_errors(cls, values: Any) -> list[str]:
+        """Rules between settings that a field's range cannot state (e.g. ``sample_steps <= T``); families extend it."""
+        return []
+
+    @classmethod
+    def config_errors(cls, cfg: Any) -> list[str]:
+        """Problems in this family's config node (``cfg.model``), one message each.
+
+        Called by :mod:`genbench.validate` before any data is loaded: the settings and the optimizer.
+        """
+        settings = {k: cfg.get(k) for k in cfg if k in cls.config_type.__dataclass_fields__}
+        return cls.setting_errors(settings) + optimizer_errors(cfg.get("optimizer"))
 
 
 def optimizer_errors(node: Any) -> list[str]:

@@ -12,16 +12,11 @@ optimizers and parameter counts only see the trained network.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
-
-# The averaged copy is kept in eval mode on purpose; Lightning warns about eval-mode submodules
-# at the start of fit, which would only confuse here.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 def _parameters_to_buffers(module: nn.Module) -> None:

@@ -18,23 +18,19 @@ images seen, the budget unit shared with the VAE and DDPM; the generator makes
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from genbench.checks import integer_errors, is_int, is_number
-from models.base import GenerativeModule, eval_mode
+from genbench.schema import setting
+from models.base import FamilyConfig, GenerativeModule, eval_mode
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
-
-# Lightning 2.6 warns that ModelCheckpoint saves manual-optimisation models *after* the optimizer
-# step. That is the state we want: weights, optimizer moments, EMA and step counter all agree.
-warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
@@ -48,6 +44,30 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 
 def _do_nothing() -> None:
     return None
+
+
+@dataclass
+class GANConfig(FamilyConfig):
+    """The GAN's settings (``model.*``); the networks come from the ``net`` group."""
+
+    latent_dim: int = setting(64, ge=1, doc="size of z")
+    loss: str = setting("nonsaturating", choices=list(GAN_LOSSES), doc="nonsaturating (the lecture's) | minimax | hinge | wgan-gp")
+    n_critic: int = setting(1, ge=1, doc="discriminator updates per generator update")
+    gp_weight: float = setting(10.0, ge=0, hint="a penalty weight",
+                               doc="λ of the WGAN-GP gradient penalty (Gulrajani et al. 2017); used with loss=wgan-gp only")
+    r1_gamma: float = setting(0.0, ge=0, hint="a penalty weight",
+                              doc="γ of the R1 penalty γ/2·E‖∇D(x)‖² on real data (Mescheder et al. 2018); 0 = off")
+    spectral_norm: bool = setting(False, doc="spectral normalisation on every layer of the discriminator")
+    ema: bool = setting(True, doc="sample with an exponential moving average of the generator's weights")
+    ema_decay: float = setting(0.999, ge=0, lt=1, doc="the EMA's decay")
+    ema_warmup_steps: int = setting(10, ge=0, doc="the decay ramps up as min(ema_decay, (1 + k) / (ema_warmup_steps + k)) "
+                                                  "over the k generator updates so far")
+    lr: float = setting(2e-4, gt=0, doc="generator learning rate")
+    lr_d: float | None = setting(None, gt=0, null="same as model.lr",
+                                 doc="discriminator learning rate (TTUR, Heusel et al. 2017); null = lr")
+    n_fixed_samples: int = setting(64, ge=1, doc="samples of one fixed z, comparable across a run")
+    fixed_grid_every_n_steps: int = setting(500, ge=0, hint="0: never",
+                                            doc="write the fixed-z grid to <run_dir>/samples/ every this many steps and at the end")
 
 
 class GAN(GenerativeModule):
@@ -66,51 +86,35 @@ class GAN(GenerativeModule):
     n_fixed_samples: size of the fixed validation z, so sample grids are comparable across epochs.
     fixed_grid_every_n_steps: write the fixed-z grid to ``<run_dir>/samples/`` at the first
         validation at least this many steps after the last one, and when training ends (0: never).
+
+    The settings and their defaults are :class:`GANConfig`'s.
     """
 
     family = "gan"
+    config_type = GANConfig
     compiled_networks = ("generator", "discriminator")
     ddp_find_unused_parameters = True  # D's backward leaves G's parameters unused, and G's D's
     divergence_hint = "Try a lower model.lr / model.lr_d, model.spectral_norm=true or model.r1_gamma > 0"
 
-    def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        data_shape: Sequence[int],
-        latent_dim: int = 64,
-        loss: str = "nonsaturating",
-        n_critic: int = 1,
-        gp_weight: float = 10.0,
-        r1_gamma: float = 0.0,
-        spectral_norm: bool = False,
-        ema: bool = True,
-        ema_decay: float = 0.999,
-        ema_warmup_steps: int = 0,
-        lr: float = 2e-4,
-        lr_d: float | None = None,
-        optimizer: Any = None,
-        compile: bool | dict[str, Any] = False,
-        n_fixed_samples: int = 64,
-        fixed_grid_every_n_steps: int = 500,
-    ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
-        self.save_hyperparameters(ignore=["generator", "discriminator", "optimizer"])
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, data_shape: Sequence[int], optimizer: Any = None,
+                 **settings: Any):  # fmt: skip
+        hp = self.settings(settings)
+        super().__init__(data_shape=data_shape, lr=hp.lr, optimizer=optimizer, compile=hp.compile)
         self.automatic_optimization = False  # two optimizers, stepped by hand (Lightning 2.x)
         self.generator = generator
-        self.discriminator = apply_spectral_norm(discriminator) if spectral_norm else discriminator
-        self.latent_dim = int(latent_dim)
-        self.loss_name = loss
-        self.objective = gan_loss(loss)
-        self.n_critic = int(n_critic)
-        self.gp_weight, self.r1_gamma = float(gp_weight), float(r1_gamma)
-        self.lr_d = self.lr if lr_d is None else float(lr_d)
+        self.discriminator = apply_spectral_norm(discriminator) if hp.spectral_norm else discriminator
+        self.latent_dim = int(hp.latent_dim)
+        self.loss_name = hp.loss
+        self.objective = gan_loss(hp.loss)
+        self.n_critic = int(hp.n_critic)
+        self.gp_weight, self.r1_gamma = float(hp.gp_weight), float(hp.r1_gamma)
+        self.lr_d = self.lr if hp.lr_d is None else float(hp.lr_d)
         # The averaged generator: its weights are buffers, so they live in the state_dict.
-        self.ema = EMA(generator, decay=ema_decay, warmup_steps=ema_warmup_steps) if ema else None
+        self.ema = EMA(generator, decay=hp.ema_decay, warmup_steps=hp.ema_warmup_steps) if hp.ema else None
         # A fixed z (seeded independently of the run's seed): the same latents every validation.
         fixed = torch.Generator().manual_seed(0)
-        self.register_buffer("fixed_z", torch.randn(int(n_fixed_samples), self.latent_dim, generator=fixed))
-        self.fixed_grid_every_n_steps = int(fixed_grid_every_n_steps)
+        self.register_buffer("fixed_z", torch.randn(int(hp.n_fixed_samples), self.latent_dim, generator=fixed))
+        self.fixed_grid_every_n_steps = int(hp.fixed_grid_every_n_steps)
         self._last_fixed_grid_step: int | None = None
 
     # --- the two players --------------------------------------------------------------
@@ -289,32 +293,9 @@ class GAN(GenerativeModule):
 
     @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
+        """The settings (:class:`GANConfig`), and the one rule that involves the discriminator's network."""
         errors = super().config_errors(cfg)
         loss = cfg.get("loss", "nonsaturating")
-        if loss not in GAN_LOSSES:
-            errors.append(f"model.loss={loss!r}: must be one of {list(GAN_LOSSES)}")
-        errors += integer_errors(
-            "model.", ("n_critic", cfg.get("n_critic", 1), 1), ("latent_dim", cfg.get("latent_dim", 64), 1),
-            ("n_fixed_samples", cfg.get("n_fixed_samples", 64), 1),
-        )  # fmt: skip
-        every = cfg.get("fixed_grid_every_n_steps", 500)
-        if not is_int(every, 0):
-            errors.append(f"model.fixed_grid_every_n_steps={every!r}: must be an integer >= 0 (0: never)")
-        for key, default in (("gp_weight", 10.0), ("r1_gamma", 0.0)):
-            v = cfg.get(key, default)
-            if not (is_number(v) and v >= 0):
-                errors.append(f"model.{key}={v!r}: must be a number >= 0 (a penalty weight)")
-        lr_d = cfg.get("lr_d")
-        if lr_d is not None and not (is_number(lr_d) and lr_d > 0):
-            errors.append(f"model.lr_d={lr_d!r}: must be null (same as model.lr) or a number > 0")
-        for key in ("spectral_norm", "ema"):
-            v = cfg.get(key, False)
-            if not isinstance(v, bool):
-                errors.append(f"model.{key}={v!r}: must be true or false")
-        decay = cfg.get("ema_decay", 0.999)
-        if not (is_number(decay) and 0 <= decay < 1):
-            errors.append(f"model.ema_decay={decay!r}: must be a number in [0, 1)")
-        errors += integer_errors("model.", ("ema_warmup_steps", cfg.get("ema_warmup_steps", 0), 0))
         disc = cfg.get("discriminator") or {}
         if loss == "wgan-gp" and hasattr(disc, "get") and disc.get("norm") == "batch":
             errors.append(

@@ -11,7 +11,7 @@ from torch import nn
 
 from datamodules.mnist5k import MNIST5kDataModule
 from datamodules.toy2d import RingsDataModule
-from evaluation import RESULT_KEYS, DataReference, EvalConfig, Evaluator, ModelSource, TensorSource
+from evaluation import always_result_keys, DataReference, EvalConfig, Evaluator, ModelSource, TensorSource
 from evaluation.cache import TensorCache
 from models.base import GenerativeModule
 
@@ -54,7 +54,7 @@ def evaluate_stub(model, n: int = 2000, batch_size: int = 250, **cfg) -> dict:
 def test_points_exact_sampler_scores_like_the_data():
     dm = rings()
     out = evaluate_stub(MixtureStub(dm.centers, dm.std))
-    assert set(RESULT_KEYS) <= set(out) and out["features"] == "raw" and out["num_samples"] == 2000
+    assert set(always_result_keys()) <= set(out) and out["features"] == "raw" and out["num_samples"] == 2000
     assert out["modes_covered"] == 8 and out["num_modes"] == 8
     assert out["high_quality_share"] == pytest.approx(1 - math.exp(-4.5), abs=0.01)  # P(χ²₂ ≤ 9)
     # Two independent samples of n = 2000 differ by sampling noise only: E ||μ̂_r − μ̂_g||² = 2 Tr(Σ)/n = 0.004

@@ -1,0 +1,208 @@
+"""The metric registry: one :class:`MetricSpec` per metric, one :func:`register_metric` call each.
+
+The evaluator builds every registered metric that applies to a run, feeds each batch of generated
+samples (and their features) to all of them, and collects their values; the W&B/CSV log names,
+``genbench-compare``'s table columns, the report and ``genbench-evaluate``'s summary all read their
+keys from here. A metric is therefore one spec (what it needs, its result keys, a ``build``) and one
+registration; nothing else is edited to add one.
+
+    register_metric(MetricSpec(
+        name="mean_norm",
+        keys=(ResultKey("mean_norm", log_name="val/mean_norm", column="mean ‖f‖", better="lower"),),
+        needs=frozenset({"features"}),
+        build=lambda ctx: MeanNorm(),          # a MetricState
+    ))
+
+Built-in metrics live in :mod:`evaluation.metric_specs`; plug-ins (``GENBENCH_PLUGINS``) register more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from genbench.errors import GenbenchError
+
+#: What a metric can ask for (``MetricSpec.needs``); the evaluator provides these and skips a metric
+#: whose needs the run cannot meet (e.g. IS in a feature space without class logits).
+NEEDS = frozenset({
+    "features",   # features of the generated samples, batch by batch; the real ones in ctx.real
+    "logits",     # class logits of the feature space (IS)
+    "samples",    # the raw generated samples, quantised as evaluated (images) or points
+    "modes",      # the real reference is a mixture with known modes (2-D data)
+    "likelihood",  # the source defines nll_bpd (ctx.source)
+    "train_split",  # features of the data set's splits (ctx.split_features): memorization
+})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResultKey:
+    """One value a metric adds to the results.
+
+    Args:
+        key: its key in ``results.json`` (``eval.<key>``) and in ``genbench-compare``'s records.
+        log_name: the name logged to W&B/CSV (shared by every family, so panels line up); None: not logged.
+        column: the header of its column in the comparison table (None: not tabulated). An arrow
+            for ``better`` is appended.
+        fmt: how a table cell shows the value.
+        better: ``lower``, ``higher`` or None (no direction, e.g. a count).
+        order: columns and logs are sorted by it.
+        scale: the table shows ``value * scale`` (e.g. 100 for a share shown in per cent).
+    """
+
+    key: str
+    log_name: str | None = None
+    column: str | None = None
+    fmt: str = "{:.3f}"
+    better: str | None = "lower"
+    order: int = 100
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.better not in ("lower", "higher", None):
+            raise ValueError(f"ResultKey {self.key!r}: better={self.better!r} must be 'lower', 'higher' or None")
+
+    @property
+    def header(self) -> str:
+        arrow = {"lower": " ↓", "higher": " ↑"}.get(self.better or "", "")
+        return f"{self.column}{arrow}"
+
+
+@dataclass
+class Batch:
+    """What every metric sees of one batch of generated samples."""
+
+    features: Tensor
+    logits: Tensor | None = None
+    samples: Tensor | None = None
+
+
+@dataclass
+class MetricContext:
+    """What ``MetricSpec.build`` may use: the settings, the feature space, the real side, the sizes.
+
+    ``notes`` collects the protocol changes a metric makes (e.g. a subset size clipped to the sample
+    count); they go into the results' ``notes``.
+    """
+
+    cfg: Any
+    space: Any
+    real: dict[str, Any]
+    num_samples: int
+    num_real: int
+    reference: Any
+    source: Any
+    device: Any
+    rank: int = 0
+    world: int = 1
+    #: real examples of the likelihood bound (0: none)
+    nll_samples: int = 0
+    #: ``split -> features`` of the data set's ``train`` / ``val`` split (cached); None for stored references
+    split_features: Any = None
+    notes: list[str] = field(default_factory=list)
+    #: the protocol actually used (subset sizes, k, splits after clipping), recorded in the results
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricState:
+    """A metric during one evaluation: ``update`` per batch, ``finish`` once inside the sampling
+    context (e.g. a likelihood pass over real data), then ``compute`` -> ``{result key: value}``.
+
+    States built on torchmetrics ``Metric`` objects are reduced across ``torch.distributed`` ranks
+    by torchmetrics in ``compute`` (every rank calls it, in the same order).
+    """
+
+    def update(self, batch: Batch) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def finish(self, source: Any) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def compute(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric: its name, its result keys, what it needs, and how to build its state.
+
+    ``build(ctx)`` returns a :class:`MetricState`, or None when the metric does not apply to this
+    run (it may say why in ``ctx.notes``; see ``always_reported``). ``settings`` names the ``eval.*`` keys it reads (documented
+    on :class:`~evaluation.config.EvalConfig`).
+    """
+
+    name: str
+    keys: tuple[ResultKey, ...]
+    build: Callable[[MetricContext], MetricState | None]
+    needs: frozenset[str] = frozenset({"features"})
+    settings: tuple[str, ...] = ()
+    description: str = ""
+    #: Where the metric does not apply, its keys are still in the results, as None (False: left out,
+    #: e.g. the bound of a family without a likelihood).
+    always_reported: bool = True
+    #: Runs in every evaluation (False: only when ``eval.metrics`` names it).
+    default: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.needs) - NEEDS)
+        if unknown:
+            raise ValueError(f"metric {self.name!r}: needs {unknown} unknown; allowed: {sorted(NEEDS)}")
+
+
+_METRICS: dict[str, MetricSpec] = {}
+_RESULT_KEYS: dict[str, ResultKey] = {}
+
+
+def register_metric(spec: MetricSpec) -> MetricSpec:
+    """Add ``spec`` to the registry (replacing a spec of the same name); returns it."""
+    for k in spec.keys:
+        owner = next((s.name for s in _METRICS.values() if s.name != spec.name and k.key in {x.key for x in s.keys}), None)
+        if owner is not None:
+            raise GenbenchError(f"metric {spec.name!r}: result key {k.key!r} already belongs to metric {owner!r}")
+    _METRICS[spec.name] = spec
+    for k in spec.keys:
+        _RESULT_KEYS[k.key] = k
+    return spec
+
+
+def register_result_key(key: ResultKey) -> ResultKey:
+    """A value that is not computed by a metric but tabulated or logged like one (e.g. training time)."""
+    _RESULT_KEYS[key.key] = key
+    return key
+
+
+def _load_builtins() -> None:
+    import evaluation.metric_specs  # noqa: F401 - registers the built-in metrics
+
+
+def metric_specs() -> list[MetricSpec]:
+    """Every registered metric, built-in ones first."""
+    _load_builtins()
+    return list(_METRICS.values())
+
+
+def metric_spec(name: str) -> MetricSpec:
+    _load_builtins()
+    if name not in _METRICS:
+        raise GenbenchError(f"unknown metric {name!r}; registered: {sorted(_METRICS)}")
+    return _METRICS[name]
+
+
+def result_keys() -> list[ResultKey]:
+    """Every registered result key, in column order."""
+    _load_builtins()
+    return sorted(_RESULT_KEYS.values(), key=lambda k: k.order)
+
+
+def log_names() -> dict[str, str]:
+    """result key -> logged name, for every key that is logged."""
+    return {k.key: k.log_name for k in result_keys() if k.log_name}
+
+
+def logged_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The logged values of an evaluation's results (``val/fid``, ...), numbers only."""
+    return {name: float(results[key]) for key, name in log_names().items()
+            if isinstance(results.get(key), (int, float)) and not isinstance(results.get(key), bool)}
