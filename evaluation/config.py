@@ -7,71 +7,63 @@ with a message naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from omegaconf import ListConfig
 
 from evaluation.classifier import ClassifierSettings
 from evaluation.features import feature_space_names, feature_space_spec
-from genbench.checks import is_int
+from evaluation.spaces import clip, dinov2
 from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
+from genbench.schema import check, setting
 
 
 @dataclass
 class EvalConfig:
-    """Args:
-    features: feature space: ``auto`` (``classifier`` for images, ``raw`` for 2-D points) or a
-        registered one (:func:`~evaluation.features.feature_space_names`: ``classifier``, ``clip``,
-        ``dinov2``, ``inception``, ``raw``).
-    num_samples: generated samples of the final / stand-alone evaluation. FID is biased at small
-        ``n``: compare numbers only at equal ``num_samples`` (it is recorded in the results).
-    val_num_samples: generated samples of each periodic evaluation during training.
-    every_n_steps: evaluate during training every this many global steps (0: never).
-    final: evaluate with ``num_samples`` when training ends and put the result in ``results.json``.
-    batch_size: samples drawn (and featurised) per call.
-    split: the real reference split (``val``: held out from training; ``train``).
-    num_real: real samples of the reference (the first ``num_real`` of the split; null: all).
-    inception_weights: local InceptionV3 weights file (null: torch's hub cache, genbench's cache, else
-        one download checked against its SHA-256; see :mod:`evaluation.weights`).
-    is_splits, kid_subsets, kid_subset_size: IS / KID protocol (clipped to the sample counts).
-    nearest_k: k of the k-NN manifolds of precision/recall/density/coverage.
-    metric_seed: seed of the IS shuffling and KID subsets (torch-fidelity's default 2020).
-    seed: seed of the sampling noise (per batch, so the samples do not depend on the process count).
-    nll_samples: real examples for ``nll_bpd`` where the family defines it (0: skip).
-    val_nll_samples: the same for each periodic evaluation during training (the bound of a DDPM costs
-        T network evaluations per example; the family's own validation logs a cheaper ``val/nll_bpd``).
-    grid_size: samples in the logged image grid.
-    device: ``auto`` (the model's device / CUDA when available), ``cpu``, ``cuda``, ...
-    sample_kwargs: extra keyword arguments of ``model.sample`` and ``model.nfe`` (e.g. ``{steps: 100}``).
-    classifier: settings of the ``classifier`` feature space (:class:`~evaluation.classifier.ClassifierSettings`).
-    dinov2: ``{model: vits14|vitb14|vitl14|vitg14, weights: PATH|null}`` of ``features=dinov2``
-        (:mod:`evaluation.spaces.dinov2`; default ViT-L/14, weights from genbench's cache or downloaded).
-    clip: ``{model: ViT-L-14-336|ViT-B-32, weights: PATH|null}`` of ``features=clip`` (:mod:`evaluation.spaces.clip`).
+    """The evaluation's settings (``eval.*``): each field holds its one default, its allowed values and
+    what it is (generated into ``conf/schema/eval.yaml``). FID is biased at small ``n``: compare numbers
+    only at equal ``num_samples`` (it is recorded in the results).
     """
 
-    features: str = "auto"
-    num_samples: int = 5000
-    val_num_samples: int = 500
-    every_n_steps: int = 0
-    final: bool = True
-    batch_size: int = 250
-    split: str = "val"
-    num_real: int | None = None
-    inception_weights: str | None = None
-    is_splits: int = 10
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    nearest_k: int = 3
-    metric_seed: int = 2020
-    seed: int = 0
-    nll_samples: int = 500
-    val_nll_samples: int = 0
-    grid_size: int = 64
-    device: str = "auto"
-    sample_kwargs: dict[str, Any] = field(default_factory=dict)
-    classifier: dict[str, Any] = field(default_factory=dict)
-    dinov2: dict[str, Any] = field(default_factory=dict)
-    clip: dict[str, Any] = field(default_factory=dict)
+    features: str = setting("auto", doc="feature space: auto (classifier for images, raw for 2-D points) or a registered one")
+    num_samples: int = setting(5000, ge=2, hint="FID is undefined for fewer than 2 samples",
+                               doc="generated samples of the final (and stand-alone) evaluation; compare FIDs only at equal n")
+    val_num_samples: int = setting(500, ge=2, hint="FID is undefined for fewer than 2 samples",
+                                   doc="generated samples of each evaluation during training")
+    every_n_steps: int = setting(0, ge=0, hint="0 disables evaluation during training",
+                                 doc="evaluation during training: every this many steps (0: never)")
+    final: bool = setting(True, doc="evaluate with num_samples when training ends; the result goes into results.json")
+    batch_size: int = setting(250, ge=1, doc="samples drawn (and featurised) per call")
+    split: str = setting("val", choices=("train", "val"), allowed="'train' or 'val'",
+                         doc="the real reference: the held-out split (val) or train")
+    num_real: int | None = setting(None, ge=2, null="the whole split", doc="real samples of the reference; null: the whole split")
+    inception_weights: str | None = setting(None, doc="InceptionV3 weights file (torch-fidelity's); null: torch's hub cache, "
+                                                      "genbench's cache, else one download checked against its SHA-256")
+    is_splits: int = setting(10, ge=1, doc="IS splits (torch-fidelity's protocol)")
+    kid_subsets: int = setting(100, ge=1, doc="KID subsets")
+    kid_subset_size: int = setting(1000, ge=2, doc="KID subset size (clipped to the sample counts)")
+    nearest_k: int = setting(3, ge=1, doc="k of the k-NN manifolds (precision/recall: Kynkäänniemi et al. 2019; "
+                                          "density/coverage: Naeem et al. 2020)")
+    metric_seed: int = setting(2020, ge=0, doc="seed of the IS shuffling and the KID subsets (torch-fidelity's 2020)")
+    seed: int = setting(0, ge=0, doc="seed of the sampling noise")
+    nll_samples: int | None = setting(500, ge=0, doc="real examples for nll_bpd, where the family defines a likelihood (0: skip; "
+                                                     "genbench-evaluate: null = as the checkpoint's run)")
+    val_nll_samples: int = setting(0, ge=0, hint="0: no bound in the evaluations during training",
+                                   doc="the same in each evaluation during training")
+    grid_size: int = setting(64, ge=1, doc="samples in the logged image grid")
+    device: str = setting("auto", doc="auto (the model's device / CUDA when available), cpu, cuda, cuda:N or mps")
+    metrics: list = setting([], doc="opt-in metrics besides the default ones: fd_infinity, cmmd (eval.features=clip), "
+                                    "memorization")
+    sample_kwargs: dict = setting({}, doc="keyword arguments of model.sample / model.nfe, e.g. {sampler: ddim, steps: 50}; "
+                                          "families ignore the ones they do not have")
+    classifier: dict = setting(factory=lambda: asdict(ClassifierSettings()),
+                               doc="the feature classifier (features=classifier); every value is part of its cache key")
+    dinov2: dict = setting(factory=lambda: {"model": dinov2.DEFAULT_MODEL, "weights": None},
+                           doc=f"features=dinov2: model {list(dinov2.MODELS)}, weights: PATH or null")
+    clip: dict = setting(factory=lambda: {"model": clip.DEFAULT_MODEL, "weights": None},
+                         doc=f"features=clip: model {list(clip.MODELS)}, weights: PATH or null")
 
     def __post_init__(self) -> None:
         errors = self.config_errors(self.__dict__)
@@ -95,37 +87,12 @@ class EvalConfig:
         for key in sorted(set(cfg.keys()) - known):
             errors.append(f"eval.{key}: unknown key; allowed: {sorted(known - {'_target_'})}")
 
-        def integer(key: str, low: int, default: Any, why: str = "") -> None:
-            v = cfg.get(key, default)
-            if not is_int(v, low):
-                errors.append(f"eval.{key}={v!r}: must be an integer >= {low}{why}")
-
         features = cfg.get("features", "auto")
         if features not in feature_space_names():
             errors.append(f"eval.features={features!r}: must be one of {list(feature_space_names())}")
-        integer("num_samples", 2, 5000, " (FID is undefined for fewer than 2 samples)")
-        integer("val_num_samples", 2, 500, " (FID is undefined for fewer than 2 samples)")
-        integer("every_n_steps", 0, 0, " (0 disables evaluation during training)")
-        integer("batch_size", 1, 250)
-        integer("is_splits", 1, 10)
-        integer("kid_subsets", 1, 100)
-        integer("kid_subset_size", 2, 1000)
-        integer("nearest_k", 1, 3)
-        integer("metric_seed", 0, 2020)
-        integer("seed", 0, 0)
-        if cfg.get("nll_samples", 500) is not None:  # genbench-evaluate: null = as the checkpoint's run
-            integer("nll_samples", 0, 500)
-        integer("val_nll_samples", 0, 0, " (0: no bound in the evaluations during training)")
-        integer("grid_size", 1, 64)
-        if not isinstance(cfg.get("final", True), bool):
-            errors.append(f"eval.final={cfg.get('final')!r}: must be true or false")
-        split = cfg.get("split", "val")
-        if split not in ("train", "val"):
-            errors.append(f"eval.split={split!r}: must be 'train' or 'val'")
-        num_real = cfg.get("num_real")
-        if num_real is not None and not is_int(num_real, 2):
-            errors.append(f"eval.num_real={num_real!r}: must be null (the whole split) or an integer >= 2")
+        errors += check(cls, cfg, "eval.", keys=[k for k in cls.__dataclass_fields__ if k not in ("features", "device")])
         errors += device_errors(cfg.get("device", "auto"))
+        errors += metrics_errors(cfg.get("metrics", []))
         kwargs = cfg.get("sample_kwargs") or {}
         if not hasattr(kwargs, "keys"):
             errors.append(f"eval.sample_kwargs={kwargs!r}: must be a mapping of keyword arguments of model.sample")
@@ -133,6 +100,19 @@ class EvalConfig:
         if features != "auto" and features in feature_space_names():
             errors += feature_space_spec(features).errors(cfg)  # its options and weights, before any work
         return errors
+
+
+def metrics_errors(names: Any) -> list[str]:
+    """``eval.metrics``: a list of registered opt-in metrics, each named once."""
+    from evaluation.registry import metric_specs
+
+    optional = [s.name for s in metric_specs() if not s.default]
+    if not isinstance(names, (list, tuple, ListConfig)):
+        return [f"eval.metrics={names!r}: must be a list of opt-in metrics from {optional} (the others always run)"]
+    bad = [n for n in names if n not in optional]
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    errors = [f"eval.metrics={list(names)!r}: {n!r} is not an opt-in metric; allowed: {optional}" for n in bad]
+    return errors + [f"eval.metrics={list(names)!r}: {n!r} is named more than once" for n in repeated]
 
 
 def device_errors(device: Any) -> list[str]:

@@ -15,6 +15,7 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,9 +24,10 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from rich.progress import track
 from torch import Tensor, nn
 
-from genbench.checks import integer_errors, is_int, is_number
-from models.base import GenerativeModule, eval_mode
-from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule, schedule_errors
+from genbench.checks import is_int, is_number
+from genbench.schema import setting
+from models.base import FamilyConfig, GenerativeModule, eval_mode
+from models.diffusion import SCHEDULES, SPACINGS, VARIANCES, NoiseSchedule
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
 from models.samplers import SAMPLERS, Sampler, make_sampler, option_errors, sampler_name_errors, steps_errors
@@ -33,6 +35,41 @@ from models.samplers import SAMPLERS, Sampler, make_sampler, option_errors, samp
 #: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
 SAMPLE_KWARGS = ("sampler", "steps", "eta", "spacing")
 LR_DECAYS = ("none", "cosine")
+
+
+@dataclass
+class DDPMConfig(FamilyConfig):
+    """The DDPM's settings (``model.*``); the ε-network comes from the ``net`` group."""
+
+    T: int = setting(1000, ge=1, doc="diffusion steps (1000 in the paper)")
+    schedule: str = setting("linear", choices=SCHEDULES, doc="β_t linear from beta_start to beta_end (§4) or cosine "
+                                                             "(Nichol & Dhariwal 2021)")
+    beta_start: float = setting(1e-4, gt=0, lt=1, doc="β_1 of the linear schedule")
+    beta_end: float = setting(0.02, gt=0, lt=1, doc="β_T of the linear schedule")
+    cosine_s: float = setting(0.008, gt=0, hint="the cosine schedule's offset", doc="offset s of the cosine schedule")
+    variance: str = setting("beta", choices=VARIANCES, doc="σ_t² of p_θ(x_{t-1}|x_t): beta (β_t) or posterior (β̃_t); "
+                                                           "§3.2 finds both work")
+    ema_decay: float | None = setting(0.9999, ge=0, lt=1, null="no EMA",
+                                      doc="EMA of the weights, used to sample and for the bound (paper: 0.9999)")
+    ema_warmup_steps: int = setting(10, ge=0, doc="ramps the decay as min(decay, (1+k)/(ema_warmup_steps+k)), so short "
+                                                  "CPU runs still get a useful average")
+    sampler: str = setting("ddpm", choices=list(SAMPLERS), doc="the default sampler of model.sample(): ddpm "
+                                                               "(Algorithm 2), ddim, dpmpp_2m or heun (models/samplers.py)")
+    sample_steps: int | None = setting(None, ge=1, null="all T steps", doc="steps of the default chain; null = all T")
+    eta: float = setting(0.0, ge=0, hint="DDIM's η", doc="DDIM's η (0: deterministic)")
+    sample_spacing: str = setting("linear", choices=SPACINGS, doc="timesteps of a shorter chain: linear, quadratic "
+                                                                  "(Song et al. 2021, App. D.2) or karras (EDM eq. 5)")
+    clip_denoised: bool = setting(True, doc="clip x̂_0 to the data range while sampling images")
+    nll_batch_size: int = setting(4, ge=0, doc="held-out examples whose full bound (all T terms) is logged as "
+                                               "val/nll_bpd, every nll_every_n_val validations (0 = off)")
+    nll_every_n_val: int = setting(10, ge=1, doc="validations between two val/nll_bpd")
+    nll_chunk: int = setting(256, ge=1, doc="rows of the bound that go through the network at once")
+    lr: float = setting(2e-4, gt=0, doc="Adam's learning rate after the warm-up (appendix B: 2e-4)")
+    lr_warmup_steps: int = setting(100, ge=0, doc="linear warm-up of the learning rate (appendix B: 5000 steps of an "
+                                                  "800k-step run; the CPU default warms up over 100 of 2000)")
+    lr_decay: str = setting("none", choices=LR_DECAYS, doc="after the warm-up: none (the paper) or cosine to 0 at the end")
+    grad_clip: float | None = setting(1.0, ge=0, doc="gradient-norm clip (paper: 1.0), unless trainer.gradient_clip_val "
+                                                     "is set; null or 0 disables it")
 
 
 class DDPM(GenerativeModule):
@@ -62,60 +99,23 @@ class DDPM(GenerativeModule):
     """
 
     family = "ddpm"
+    config_type = DDPMConfig
     compiled_networks = ("net",)
     divergence_hint = "Try a lower model.lr, a longer model.lr_warmup_steps or model.grad_clip=1.0"
 
-    def __init__(
-        self,
-        net: nn.Module,
-        data_shape: Sequence[int],
-        T: int = 1000,
-        schedule: str = "linear",
-        beta_start: float = 1e-4,
-        beta_end: float = 0.02,
-        cosine_s: float = 0.008,
-        variance: str = "beta",
-        ema_decay: float | None = 0.9999,
-        ema_warmup_steps: int = 10,
-        sampler: str = "ddpm",
-        sample_steps: int | None = None,
-        eta: float = 0.0,
-        sample_spacing: str = "linear",
-        clip_denoised: bool = True,
-        nll_batch_size: int = 8,
-        nll_every_n_val: int = 1,
-        nll_chunk: int = 256,
-        lr: float = 2e-4,
-        lr_warmup_steps: int = 5000,
-        lr_decay: str = "none",
-        grad_clip: float | None = 1.0,
-        optimizer: Any = None,
-        compile: bool | dict[str, Any] = False,
-    ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
-        args = {
-            k: v
-            for k, v in locals().items()
-            if k not in ("self", "net", "data_shape", "optimizer", "__class__")
-        }
-        errors = self.argument_errors(args)
-        if errors:
-            raise ValueError("DDPM: " + "; ".join(errors))
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+    def __init__(self, net: nn.Module, data_shape: Sequence[int], optimizer: Any = None, **settings: Any):
+        hp = self.settings(settings)
+        super().__init__(data_shape=data_shape, lr=hp.lr, optimizer=optimizer, compile=hp.compile)
         self.net = net
-        self.schedule = NoiseSchedule.from_config(schedule, T, beta_start, beta_end, cosine_s)
-        self.T, self.variance = int(T), variance
-        self.ema = EMA(net, ema_decay, ema_warmup_steps) if ema_decay is not None else None
-        self.sampler, self.sample_steps, self.eta = sampler, sample_steps, float(eta)
-        self.sample_spacing = sample_spacing
-        self.clip_denoised = bool(clip_denoised)
-        self.nll_batch_size, self.nll_every_n_val, self.nll_chunk = (
-            int(nll_batch_size),
-            int(nll_every_n_val),
-            int(nll_chunk),
-        )
-        self.lr_warmup_steps, self.lr_decay = int(lr_warmup_steps), lr_decay
-        self.grad_clip = float(grad_clip) if grad_clip else None
+        self.schedule = NoiseSchedule.from_config(hp.schedule, hp.T, hp.beta_start, hp.beta_end, hp.cosine_s)
+        self.T, self.variance = int(hp.T), hp.variance
+        self.ema = EMA(net, hp.ema_decay, hp.ema_warmup_steps) if hp.ema_decay is not None else None
+        self.sampler, self.sample_steps, self.eta = hp.sampler, hp.sample_steps, float(hp.eta)
+        self.sample_spacing = hp.sample_spacing
+        self.clip_denoised = bool(hp.clip_denoised)
+        self.nll_batch_size, self.nll_every_n_val, self.nll_chunk = int(hp.nll_batch_size), int(hp.nll_every_n_val), int(hp.nll_chunk)
+        self.lr_warmup_steps, self.lr_decay = int(hp.lr_warmup_steps), hp.lr_decay
+        self.grad_clip = float(hp.grad_clip) if hp.grad_clip else None
         self._validations = 0
 
     # --- the networks -------------------------------------------------------------------
@@ -327,50 +327,16 @@ class DDPM(GenerativeModule):
         return nats_to_bits_per_dim(total, self.num_dims)
 
     # --- configuration checks -----------------------------------------------------------
-    @staticmethod
-    def argument_errors(args: dict[str, Any]) -> list[str]:
-        """Problems with the model's scalar settings (``args`` maps names to values), one message each."""
-        g = args.get
-        errors = schedule_errors(
-            g("schedule", "linear"),
-            g("T", 1000),
-            g("beta_start", 1e-4),
-            g("beta_end", 0.02),
-            g("cosine_s", 0.008),
-            prefix="model.",
-        )
-        errors = [e.replace("model.s=", "model.cosine_s=") for e in errors]
-        T = g("T", 1000)
-        if g("variance", "beta") not in VARIANCES:
-            errors.append(f"model.variance={g('variance')!r}: must be one of {list(VARIANCES)}")
-        if g("sampler", "ddpm") not in SAMPLERS:
-            errors.append(f"model.sampler={g('sampler')!r}: must be one of {list(SAMPLERS)}")
-        steps = g("sample_steps")
-        if steps is not None and (not is_int(steps, 1) or (is_int(T, 1) and steps > T)):
-            errors.append(
-                f"model.sample_steps={steps!r}: must be null (all T steps) or an integer in [1, T={T}]"
-            )
-        eta = g("eta", 0.0)
-        if not (is_number(eta) and eta >= 0):
-            errors.append(f"model.eta={eta!r}: must be a number >= 0 (DDIM's η)")
-        if g("sample_spacing", "linear") not in SPACINGS:
-            errors.append(f"model.sample_spacing={g('sample_spacing')!r}: must be one of {list(SPACINGS)}")
-        decay = g("ema_decay", 0.9999)
-        if decay is not None and not (is_number(decay) and 0 <= decay < 1):
-            errors.append(f"model.ema_decay={decay!r}: must be null (no EMA) or a number in [0, 1)")
-        counts = (("ema_warmup_steps", 0), ("nll_batch_size", 0), ("nll_every_n_val", 1), ("nll_chunk", 1), ("lr_warmup_steps", 0))
-        errors += integer_errors("model.", *((key, g(key, lo), lo) for key, lo in counts))
-        if g("lr_decay", "none") not in LR_DECAYS:
-            errors.append(f"model.lr_decay={g('lr_decay')!r}: must be one of {list(LR_DECAYS)}")
-        clip = g("grad_clip", 1.0)
-        if clip is not None and not (is_number(clip) and clip >= 0):
-            errors.append(f"model.grad_clip={clip!r}: must be null or a number >= 0")
-        if not isinstance(g("clip_denoised", True), bool):
-            errors.append(f"model.clip_denoised={g('clip_denoised')!r}: must be true or false")
-        return errors
-
     @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        errors = super().config_errors(cfg)
-        errors += cls.argument_errors({k: cfg.get(k) for k in cfg if not str(k).startswith("_")})
+    def cross_field_errors(cls, values: Any) -> list[str]:
+        """The rules between settings: an increasing linear schedule, and a sampling chain no longer than T."""
+        g = values.get
+        start, end, T, steps = g("beta_start", 1e-4), g("beta_end", 0.02), g("T", 1000), g("sample_steps")
+        errors = []
+        if g("schedule", "linear") == "linear" and is_number(start) and is_number(end) and 0 < start < 1 and 0 < end < 1 \
+                and not start < end:  # fmt: skip
+            errors.append(f"model.beta_start={start!r}, model.beta_end={end!r}: the linear schedule must be increasing, "
+                          "beta_start < beta_end")
+        if is_int(steps, 1) and is_int(T, 1) and steps > T:
+            errors.append(f"model.sample_steps={steps!r}: must be null (all T steps) or an integer in [1, T={T}]")
         return errors

@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from genbench.checks import integer_errors, nonnegative_errors, positive_errors
-from models.base import GenerativeModule
+from genbench.schema import setting
+from models.base import FamilyConfig, GenerativeModule
 from models.distributions import gaussian_log_prob, nats_to_bits_per_dim, standard_normal_kl
 from models.likelihoods import LIKELIHOODS, make_likelihood
+
+
+@dataclass
+class VAEConfig(FamilyConfig):
+    """The VAE's settings (``model.*``); the networks come from the ``net`` group."""
+
+    latent_dim: int = setting(16, ge=1, doc="size of z")
+    beta: float = setting(1.0, ge=0, doc="weight of the KL term (β-VAE, Higgins et al. 2017); 1 gives the ELBO")
+    likelihood: str = setting("bernoulli", choices=sorted(LIKELIHOODS),
+                              doc="the decoder p(x|z): bernoulli, gaussian or discretized_gaussian (bits/dim)")
+    sigma: float = setting(0.1, gt=0, doc="initial (learn_sigma) or fixed σ of the Gaussian likelihoods")
+    learn_sigma: bool = setting(True, doc="learn σ of the Gaussian likelihoods")
+    iw_samples: int = setting(64, ge=1, doc="importance samples of the IWAE bound of nll_bpd")
+    lr: float = setting(1e-3, gt=0, doc="Adam's learning rate")
 
 
 class VAE(GenerativeModule):
@@ -33,35 +48,25 @@ class VAE(GenerativeModule):
     likelihood: ``bernoulli``, ``gaussian`` or ``discretized_gaussian``.
     sigma, learn_sigma: initial / fixed σ of the Gaussian likelihoods.
     iw_samples: importance samples of the IWAE bound used by :meth:`nll_bpd`.
+
+    The settings and their defaults are :class:`VAEConfig`'s.
     """
 
     family = "vae"
+    config_type = VAEConfig
     compiled_networks = ("encoder", "decoder")
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        decoder: nn.Module,
-        data_shape: Sequence[int],
-        latent_dim: int = 16,
-        beta: float = 1.0,
-        likelihood: str = "bernoulli",
-        sigma: float = 0.1,
-        learn_sigma: bool = True,
-        iw_samples: int = 64,
-        lr: float = 1e-3,
-        optimizer: Any = None,
-        compile: bool | dict[str, Any] = False,
-    ):
-        super().__init__(data_shape=data_shape, lr=lr, optimizer=optimizer, compile=compile)
-        self.save_hyperparameters(ignore=["encoder", "decoder", "optimizer"])
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, data_shape: Sequence[int], optimizer: Any = None,
+                 **settings: Any):  # fmt: skip
+        hp = self.settings(settings)
+        super().__init__(data_shape=data_shape, lr=hp.lr, optimizer=optimizer, compile=hp.compile)
         self.encoder, self.decoder = encoder, decoder
-        self.latent_dim, self.beta, self.iw_samples = int(latent_dim), float(beta), int(iw_samples)
+        self.latent_dim, self.beta, self.iw_samples = int(hp.latent_dim), float(hp.beta), int(hp.iw_samples)
         with torch.no_grad():
             features = encoder(torch.zeros(2, *self.data_shape)).shape[1]
         self.to_mean = nn.Linear(features, self.latent_dim)
         self.to_logvar = nn.Linear(features, self.latent_dim)
-        self.likelihood = make_likelihood(likelihood, self.data_shape, sigma, learn_sigma)
+        self.likelihood = make_likelihood(hp.likelihood, self.data_shape, hp.sigma, hp.learn_sigma)
 
     # --- the model --------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -162,16 +167,3 @@ class VAE(GenerativeModule):
                 f"{type(self.likelihood).__name__}, use model.likelihood=discretized_gaussian"
             )
         return nats_to_bits_per_dim(-self.log_likelihood_bound(x0, k), self.num_dims)
-
-    # --- configuration checks ---------------------------------------------------------
-    @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        errors = super().config_errors(cfg)
-        errors += nonnegative_errors("model.", ("beta", cfg.get("beta", 1.0)))
-        errors += integer_errors("model.", ("latent_dim", cfg.get("latent_dim", 16), 1))
-        lik = cfg.get("likelihood", "bernoulli")
-        if lik not in LIKELIHOODS:
-            errors.append(f"model.likelihood={lik!r}: must be one of {sorted(LIKELIHOODS)}")
-        errors += positive_errors("model.", ("sigma", cfg.get("sigma", 0.1)))
-        errors += integer_errors("model.", ("iw_samples", cfg.get("iw_samples", 64), 1))
-        return errors

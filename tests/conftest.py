@@ -24,6 +24,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # Evaluation caches (feature classifiers, real statistics) go to a temporary directory, shared by the
 # tests of a machine; entries are keyed by everything they depend on, so sharing is safe.
 os.environ.setdefault("GENBENCH_CACHE", str(Path(tempfile.gettempdir()) / "genbench-test-cache"))
+# No test downloads weights: the download path is tested against a local server (tests/test_weights.py).
+os.environ.setdefault("GENBENCH_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 # Small enough for a 2-core CI machine; every test can override any of these.

@@ -151,7 +151,7 @@ def test_ddpm_samples_with_every_registered_sampler():
         "eval.sample_kwargs.sampler='euler': must be one of ['ddpm', 'ddim', 'dpmpp_2m', 'heun']",
         "eval.sample_kwargs.steps=0: must be an integer in [1, T] = [1, 30]",
     ]
-    assert DDPM.argument_errors({"sampler": "heun", "sample_spacing": "karras"}) == []
+    assert DDPM.setting_errors({"sampler": "heun", "sample_spacing": "karras"}) == []
 
 
 def test_a_new_sampler_is_one_class_and_one_registration():

@@ -1,0 +1,76 @@
+"""Typed configs: one default per setting, its allowed values beside it, one generic check."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from genbench.errors import ConfigError
+from genbench.schema import check, defaults, setting
+from genbench.schema_files import SCHEMA_DIR, schema_yaml, typed_configs
+from models.ddpm import DDPM, DDPMConfig
+from models.nets.time_mlp import TimeMLP
+from tests.conftest import compose_config
+
+
+def test_schema_files_are_generated_from_the_typed_configs():
+    """conf/schema/ is what `python -m genbench.schema_files` writes: edit the dataclass, then regenerate."""
+    for rel, (cls, title, overrides) in typed_configs().items():
+        path = SCHEMA_DIR / f"{rel}.yaml"
+        assert path.read_text() == schema_yaml(cls, title, overrides), f"{path} is stale: run python -m genbench.schema_files"
+
+
+def test_every_setting_says_what_it_is():
+    for cls, _, _ in typed_configs().values():
+        assert [f.name for f in dataclasses.fields(cls) if not f.metadata.get("doc")] == [], cls.__name__
+
+
+@pytest.mark.parametrize("family", ["gan", "vae", "ddpm"])
+def test_composed_model_config_takes_the_typed_defaults(family):
+    """The YAML selects and overrides: what it does not set is the dataclass default, on every data kind."""
+    for data in ("mnist5k", "rings"):
+        cfg = compose_config([f"model={family}", f"data={data}"]).model
+        cls = typed_configs()[f"model/{family}"][0]
+        wired = {k for k in cfg if isinstance(cfg._get_node(k)._value(), str) and "${" in cfg._get_node(k)._value()}
+        for key, value in defaults(cls).items():
+            if key not in wired:
+                assert cfg[key] == value, (family, data, key)
+
+
+@dataclasses.dataclass
+class Example:
+    count: int = setting(3, ge=1, doc="a count")
+    rate: float = setting(0.1, gt=0, lt=1, doc="a rate")
+    decay: float | None = setting(0.9, ge=0, lt=1, null="off", doc="a decay")
+    mode: str = setting("a", choices=("a", "b"), doc="a mode")
+    flag: bool = setting(True, doc="a flag")
+    weight: float = setting(0.0, ge=0, hint="a penalty weight", doc="a weight")
+
+
+def test_generic_check_names_key_value_and_what_is_allowed():
+    bad = {"count": 0, "rate": 1.0, "decay": 1.5, "mode": "c", "flag": "yes", "weight": float("nan")}
+    assert check(Example, bad, "model.") == [
+        "model.count=0: must be an integer >= 1",
+        "model.rate=1.0: must be a number in the open interval (0, 1)",
+        "model.decay=1.5: must be null (off) or a number in [0, 1)",
+        "model.mode='c': must be one of ['a', 'b']",
+        "model.flag='yes': must be true or false",
+        "model.weight=nan: must be a number >= 0 (a penalty weight)",
+    ]
+    assert check(Example, {"count": True}, "x.") == ["x.count=True: must be an integer >= 1"]  # a bool is no count
+    assert check(Example, {"decay": None}, "x.") == [] and check(Example, {}, "x.") == []
+
+
+def test_constructor_takes_the_typed_config_and_refuses_bad_settings():
+    model = DDPM(TimeMLP(2, 16, 1), [2], T=50)
+    assert model.T == 50 and model.lr_warmup_steps == DDPMConfig().lr_warmup_steps == 100
+    with pytest.raises(ConfigError) as e:
+        DDPM(TimeMLP(2, 16, 1), [2], T=0, sample_steps=10, warmup=3)
+    assert e.value.problems == [
+        "model.warmup: not a setting of DDPM; allowed: " + str(sorted(f.name for f in dataclasses.fields(DDPMConfig))),
+        "model.T=0: must be an integer >= 1",
+    ]
+    assert DDPM.setting_errors({"T": 100, "sample_steps": 200}) == [
+        "model.sample_steps=200: must be null (all T steps) or an integer in [1, T=100]"
+    ]
