@@ -30,8 +30,8 @@ lecture: $(STAMP)
 
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
 # One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time
-# slices. bench-quick (CI-sized, < 5 min on 2 CPU cores) writes *_quick.json and leaves the README
-# alone; bench runs the full sizes (~44 min on 2 CPU cores) and re-renders the README's tables.
+# slices. bench-quick (CI-sized, < 5 min on 2 CPU cores) writes *_quick.json and leaves docs/performance.md
+# alone; bench runs the full sizes (~44 min on 2 CPU cores) and re-renders the tables in docs/performance.md.
 # InceptionV3 is compared with the weights file INCEPTION_WEIGHTS=/path/pt_inception-2015-12-05.pth,
 # else with random weights (the same cost; the timing is valid, the metrics' values mean nothing).
 BENCH_ARGS ?= --threads 1
