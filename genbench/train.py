@@ -35,6 +35,7 @@ from omegaconf import DictConfig, ListConfig
 
 from evaluation.callback import build_eval_callback
 from genbench import __version__
+from genbench.budget import budget_record, build_budget
 from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
 from genbench.devices import drop_unusable_nvml_check
@@ -175,6 +176,7 @@ def collect_results(cfg: DictConfig, model, trainer: L.Trainer, stats: TrainStat
         "train_time_s": round(stats.seconds, 3),
         "train_images_per_s": round(stats.images_per_s, 2),
         "metrics": scalar_metrics(trainer.callback_metrics),
+        **budget_record(trainer),  # "budget" and "used": images, steps, FLOPs and seconds, resumed steps included
         "checkpoint": str(last_ckpt),
         "run_dir": str(run_dir),
         "config": model.run_config,
@@ -237,7 +239,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_id = wandb_run_id(logger_nodes, resumed)  # a resumed run continues its W&B run
     loggers = build_loggers(cfg, run_id)
     stats = TrainStats()
-    callbacks = build_callbacks(cfg, has_logger=bool(loggers)) + [stats, RNGState()] + ([eval_callback] if eval_callback else [])
+    budget = build_budget(cfg, model)  # counts one step's FLOPs on a copy of the model (RNG restored); sets max_steps
+    callbacks = [budget] + build_callbacks(cfg, has_logger=bool(loggers)) + [stats, RNGState()] + ([eval_callback] if eval_callback else [])
     callbacks += [WandbRunId(run_id)] if run_id else []
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      plugins=[atomic_checkpoint_io()], **family_trainer_settings(cfg, model))

@@ -12,6 +12,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig
 
+from genbench.budget import budget_errors
 from genbench.checks import integer_errors, is_int, is_number
 from genbench.config import resolved_config
 from genbench.devices import visible_cuda_gpus
@@ -165,6 +166,7 @@ def config_errors(cfg: DictConfig) -> list[str]:
     errors += trainer_errors(cfg.trainer)
     errors += _family_trainer_errors(cfg.model, cfg.trainer)
     errors += callbacks_errors(cfg.get("callbacks"))
+    errors += budget_errors(cfg)
     for section in ("eval",):
         node = cfg.get(section)
         if node is not None and "_target_" in node:
