@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from genbench.config import resolved_config
 from genbench.devices import drop_unusable_nvml_check
 from genbench.errors import ConfigError, GenbenchError, TrainingDivergedError
 from genbench.io import atomic_checkpoint_io, atomic_write_json, read_results
+from genbench.runtime import start
 from genbench.validate import validate
 from genbench.wandb_utils import (
     WandbRunId,
@@ -53,33 +53,6 @@ from genbench.wandb_utils import (
 
 log = logging.getLogger("genbench")
 
-
-class _DropMessages(logging.Filter):
-    """Drops the log records whose message starts with one of ``prefixes``."""
-
-    def __init__(self, *prefixes: str):
-        super().__init__()
-        self.prefixes = prefixes
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefixes)
-
-
-# Lines that say nothing about the run, printed by the libraries on every run or save:
-# - Lightning's ModelCheckpoint saves full checkpoints (weights, optimizers, loops) and its connector says so
-#   on every save, worded as if something had been left unset; genbench loads checkpoints with
-#   weights_only=True regardless (genbench/checkpoint.py);
-# - Lightning advertises its cloud logger at every Trainer start;
-# - alembic (imported by Optuna's storages) lists the plugins it sets up, seven lines per sweep.
-logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
-    _DropMessages("`weights_only` was not set, defaulting to `False`.")
-)
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_DropMessages("💡 Tip: For seamless cloud logging"))
-logging.getLogger("alembic").setLevel(logging.WARNING)
-# torch (2.14 here) deprecates a check that Lightning's loops make on every fit (lightning/pytorch/utilities/_pytree.py);
-# it is Lightning's to change and says nothing about the run.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 # The configs live at the repository root (conf/), next to the packages (installed editable).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -380,6 +353,11 @@ class ReportFailedJobs(HydraCallback):
 
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        start()
+    except GenbenchError as e:
+        print(f"genbench-train: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     _hydra_main()
 
 

@@ -17,10 +17,7 @@ from genbench.checks import integer_errors, is_int, is_number
 from genbench.config import resolved_config
 from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
-
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "bf16-true", "64-true", "64", "16-true", "transformer-engine")
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true", "fsdp",
-              "deepspeed", "single_device")
+from genbench.lightning_compat import precisions, strategies
 
 
 def _devices_ok(d: Any) -> bool:
@@ -92,8 +89,8 @@ def trainer_errors(t: Any) -> list[str]:
     if not is_int(ms) or (ms < 1 and ms != -1):
         errors.append(f"trainer.max_steps={ms!r}: must be an integer >= 1 (or -1 with max_epochs)")
     prec = str(t.get("precision", "32-true"))
-    if prec not in PRECISIONS:
-        errors.append(f"trainer.precision={prec!r}: must be one of {list(PRECISIONS)}")
+    if prec not in precisions():
+        errors.append(f"trainer.precision={prec!r}: must be one of {precisions()}")
     acc = t.get("accelerator", "cpu")
     if acc not in ("cpu", "gpu", "cuda", "mps", "auto", "tpu"):
         errors.append(f"trainer.accelerator={acc!r}: must be one of ['cpu', 'gpu', 'cuda', 'mps', 'auto']")
@@ -109,8 +106,8 @@ def trainer_errors(t: Any) -> list[str]:
     else:
         errors += _gpu_errors(acc, devices)
     strategy = t.get("strategy", "auto")
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        errors.append(f"trainer.strategy={strategy!r}: must be one of {list(STRATEGIES)}")
+    if not isinstance(strategy, str) or strategy not in strategies():
+        errors.append(f"trainer.strategy={strategy!r}: must be one of {strategies()}")
     me = t.get("max_epochs", -1)
     if me is not None and (not is_int(me) or (me < 1 and me != -1)):
         errors.append(f"trainer.max_epochs={me!r}: must be an integer >= 1, or -1 (no limit, max_steps decides)")
