@@ -14,7 +14,7 @@ from omegaconf import ListConfig
 
 from evaluation.classifier import ClassifierSettings
 from evaluation.features import feature_space_names, feature_space_spec
-from evaluation.spaces import clip, dinov2
+from evaluation.spaces import clip, dinov2, inception
 from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
 from genbench.schema import check, setting
@@ -41,6 +41,9 @@ class EvalConfig:
     num_real: int | None = setting(None, ge=2, null="the whole split", doc="real samples of the reference; null: the whole split")
     inception_weights: str | None = setting(None, doc="InceptionV3 weights file (torch-fidelity's); null: torch's hub cache, "
                                                       "genbench's cache, else one download checked against its SHA-256")
+    resize: str = setting("torch-fidelity", choices=inception.RESIZE_MODES,
+                          doc="how features=inception resizes to 299: torch-fidelity (TF-1.x bilinear, as torch-fidelity and "
+                              "the published FIDs) or clean (PIL bicubic, as clean-fid's mode=clean)")
     is_splits: int = setting(10, ge=1, doc="IS splits (torch-fidelity's protocol)")
     kid_subsets: int = setting(100, ge=1, doc="KID subsets")
     kid_subset_size: int = setting(1000, ge=2, doc="KID subset size (clipped to the sample counts)")
@@ -97,6 +100,9 @@ class EvalConfig:
         if not hasattr(kwargs, "keys"):
             errors.append(f"eval.sample_kwargs={kwargs!r}: must be a mapping of keyword arguments of model.sample")
         errors += ClassifierSettings.errors(cfg.get("classifier"))
+        resize = cfg.get("resize", "torch-fidelity")
+        if resize != "torch-fidelity" and features != "inception" and resize in inception.RESIZE_MODES:
+            errors.append(f"eval.resize={resize!r}: only eval.features=inception has resize modes (eval.features={features!r})")
         if features != "auto" and features in feature_space_names():
             errors += feature_space_spec(features).errors(cfg)  # its options and weights, before any work
         return errors

@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics.aggregation import MaxMetric
 
 from evaluation.cache import TensorCache
+from evaluation.card import evaluation_card
 from evaluation.config import EvalConfig
 from evaluation.features import (
     FeatureSpace,
@@ -33,7 +34,7 @@ from evaluation.features import (
     to_uint8,
 )
 from evaluation.metrics import moments, real_cov_sqrt
-from evaluation.registry import Batch, MetricContext, metric_spec, metric_specs
+from evaluation.registry import Batch, MetricContext, build_metric, metric_spec, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
@@ -47,7 +48,7 @@ def resizing_spaces() -> list[str]:
 def always_result_keys() -> list[str]:
     """The keys of every result, whatever the family and data (values may be None where undefined,
     e.g. no NFE for stored samples): the evaluation's own and those of every always-reported metric."""
-    keys = ["sample_images_per_s", "nfe", "features", "num_samples"]
+    keys = ["sample_images_per_s", "nfe", "features", "num_samples", "card"]
     return [k.key for spec in metric_specs() if spec.default and spec.always_reported for k in spec.keys] + keys
 
 
@@ -163,7 +164,10 @@ class Evaluator:
         }  # fmt: skip
 
     def real_statistics(self) -> dict[str, Any]:
-        """Features (and FID moments) of the real reference, from the cache or computed and cached."""
+        """Features (and FID moments) of the real reference, from the cache or computed and cached; a
+        reference given as statistics (:class:`~evaluation.ref_stats.StatsReference`) gives its moments only."""
+        if self.real is None and hasattr(self.reference, "statistics"):
+            self.real = self.reference.statistics(self.prepare())
         if self.real is None:
             self.real, self.real_cached = TensorCache("real_stats").get_or_compute(self.real_key(), self._compute_real)
         return self.real
@@ -250,7 +254,7 @@ class Evaluator:
         real = self.real_statistics()
         rank, world = dist_info()
         ctx = MetricContext(
-            cfg=cfg, space=space, real=real, num_samples=n, num_real=int(real["n"]), reference=ref, source=source,
+            cfg=cfg, space=space, real=real, num_samples=n, num_real=real.get("num_real", int(real["n"])), reference=ref, source=source,
             device=self.device, rank=rank, world=world,
             nll_samples=int(cfg.nll_samples if nll_samples is None else nll_samples),
             split_features=self.split_features if hasattr(ref, "datamodule") else None,
@@ -259,7 +263,7 @@ class Evaluator:
         for spec in metric_specs():
             if not (spec.default or spec.name in cfg.metrics):
                 continue
-            state = spec.build(ctx)
+            state = build_metric(spec, ctx)
             if state is None:
                 skipped.append(spec)
             else:
@@ -310,6 +314,7 @@ class Evaluator:
             results.update(state.compute())
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
+        results["card"] = evaluation_card(cfg, space, ref, source, n, ctx.num_real)
         results.update(space.info())
         results.update(
             data=ref.name, split=ref.split, **ctx.protocol, real_stats_cached=self.real_cached,

@@ -51,8 +51,8 @@ class FIDState(MetricState):
         self.fid = FID(ctx.space.num_features).to(ctx.device)
         if ctx.rank == 0:  # the cached real moments (and Σ_r^½) instead of the real features
             r = ctx.real
-            self.fid.set_real_moments(r["sum"], r["cov_sum"], ctx.num_real, r.get("cov_sqrt"))
-        self.fid.update(_real_features(ctx)[1], real=True)
+            self.fid.set_real_moments(r["sum"], r["cov_sum"], r["n"], r.get("cov_sqrt"))
+        self.fid.update(torch.zeros(0, ctx.space.num_features, device=ctx.device), real=True)  # moments only
 
     def update(self, batch: Batch) -> None:
         self.fid.update(batch.features, real=False)
@@ -133,7 +133,7 @@ def build_kid(ctx: MetricContext) -> KIDState:
 
 
 register_metric(MetricSpec(
-    name="kid", build=build_kid, settings=("kid_subsets", "kid_subset_size", "metric_seed"),
+    name="kid", build=build_kid, needs=frozenset({"features", "real_features"}), settings=("kid_subsets", "kid_subset_size", "metric_seed"),
     keys=(ResultKey("kid_mean", "val/kid", "KID", "{:.4f}", "lower", order=30),
           ResultKey("kid_std", None, None, "{:.4f}", None, order=31)),
     description="Kernel Inception Distance: unbiased MMD² with the cubic polynomial kernel over subsets",
@@ -165,7 +165,7 @@ def build_manifold(ctx: MetricContext) -> ManifoldState:
 
 
 register_metric(MetricSpec(
-    name="manifold", build=build_manifold, settings=("nearest_k",),
+    name="manifold", build=build_manifold, needs=frozenset({"features", "real_features"}), settings=("nearest_k",),
     keys=(ResultKey("precision", "val/precision", "precision", "{:.3f}", "higher", order=40),
           ResultKey("recall", "val/recall", "recall", "{:.3f}", "higher", order=41),
           ResultKey("density", "val/density", None, "{:.3f}", "higher", order=42),
@@ -279,7 +279,7 @@ class FDInfinityState(CollectingState):
 
 
 register_metric(MetricSpec(
-    name="fd_infinity", build=FDInfinityState, default=False, settings=("metric_seed",),
+    name="fd_infinity", build=FDInfinityState, needs=frozenset({"features", "real_features"}), default=False, settings=("metric_seed",),
     keys=(ResultKey("fd_inf", "val/fd_inf", "FD∞", "{:.2f}", "lower", order=12),),
     description="Fréchet distance extrapolated to infinitely many samples (Chong & Forsyth 2020): a linear fit "
                 "of FD against 1/n over 15 subset sizes",
@@ -299,7 +299,7 @@ def build_cmmd(ctx: MetricContext) -> CMMDState | None:
 
 
 register_metric(MetricSpec(
-    name="cmmd", build=build_cmmd, default=False, always_reported=False,
+    name="cmmd", build=build_cmmd, needs=frozenset({"features", "real_features"}), default=False, always_reported=False,
     keys=(ResultKey("cmmd", "val/cmmd", "CMMD", "{:.3f}", "lower", order=14),),
     description="MMD² with a Gaussian RBF kernel (σ = 10) on CLIP embeddings, ×1000 (Jayasumana et al. 2024)",
 ))  # fmt: skip

@@ -35,6 +35,8 @@ NEEDS = frozenset({
     "modes",      # the real reference is a mixture with known modes (2-D data)
     "likelihood",  # the source defines nll_bpd (ctx.source)
     "train_split",  # features of the data set's splits (ctx.split_features): memorization
+    "real_features",  # the real features themselves (ctx.real["features"]); a real side given as statistics
+                      # (real=stats.npz: μ and Σ only) has none, and such a metric does not apply
 })  # fmt: skip
 
 
@@ -150,6 +152,17 @@ class MetricSpec:
         unknown = sorted(set(self.needs) - NEEDS)
         if unknown:
             raise ValueError(f"metric {self.name!r}: needs {unknown} unknown; allowed: {sorted(NEEDS)}")
+
+
+def build_metric(spec: MetricSpec, ctx: MetricContext) -> MetricState | None:
+    """``spec.build(ctx)``, or None with a note when the run cannot meet a need the registry checks
+    (``real_features`` of a real side given as statistics)."""
+    if "real_features" in spec.needs and "features" not in ctx.real:
+        keys = ", ".join(k.key for k in spec.keys)
+        ctx.notes.append(f"{spec.name} ({keys}): needs the real features; the real side is given as statistics "
+                         "(mu, sigma) only")
+        return None
+    return spec.build(ctx)
 
 
 _METRICS: dict[str, MetricSpec] = {}

@@ -1,7 +1,9 @@
 """``genbench-compare DIR... [--wandb PROJECT]``: one table for many runs.
 
 Collects the ``results.json`` of runs and multirun directories (searched recursively), groups
-them by (data, family) and reports mean ± std over seeds, as markdown and CSV.
+them by (data, family) and reports mean ± std over seeds, as markdown and CSV. A cell whose evaluation
+card (feature space, weights, resize, sample counts, reference, seeds: ``results["card"]``) differs from
+its column's majority gets a footnote marker, with one footnote per difference under the table.
 
     genbench-compare multirun/2026-11-24_10-00-00
     genbench-compare outputs/lecture/* --csv table.csv --markdown table.md
@@ -16,12 +18,14 @@ import io
 import math
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.registry import ResultKey, result_keys
+from evaluation.card import CARD_FIELDS, PROTOCOL_FIELDS
+from evaluation.registry import ResultKey, metric_specs, result_keys
 from genbench.errors import GenbenchError
 from genbench.io import read_results
 from genbench.runtime import start
@@ -52,6 +56,9 @@ def flatten(results: dict[str, Any]) -> dict[str, Any]:
     for key in [k.key for k in result_keys()] + ["num_samples", "features"]:
         if key in ev and key not in rec:
             rec[key] = ev[key]
+    # results written before the card: what they record of it
+    old = {"features": ev.get("features"), "num_generated": ev.get("num_samples")}
+    rec["card"] = ev.get("card") or {k: v for k, v in old.items() if v is not None}
     return rec
 
 
@@ -132,26 +139,93 @@ def active_columns(groups: list[Group]) -> list[ResultKey]:
     return [c for c in columns() if any(g.values(c.key) for g in groups)]
 
 
+# --- evaluation cards: cells measured differently from the rest of their column ------------------------------
+def card_keys() -> set[str]:
+    """The result keys whose value depends on the card: those of metrics of features or class logits."""
+    return {k.key for s in metric_specs() if s.needs & {"features", "logits"} for k in s.keys}
+
+
+def _shown(field: str, value: Any) -> str:
+    return str(value)[:12] if field == "weights_sha256" and value else str(value)
+
+
+def _runs(group: Group, key: str) -> list[dict[str, Any]]:
+    return [r for r in group.ok if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+
+
+def cell_card(group: Group, key: str) -> dict[str, tuple[str, ...]]:
+    """Per card field, the values recorded by the runs behind one cell (several: a mixed cell); fields
+    no run records (results written before the card) are left out."""
+    card: dict[str, tuple[str, ...]] = {}
+    for f in CARD_FIELDS:
+        values = {_shown(f, r["card"][f]) for r in _runs(group, key) if f in (r.get("card") or {})}
+        if values:
+            card[f] = tuple(sorted(values))
+    return card
+
+
+def card_differences(groups: list[Group], cols: list[ResultKey]) -> tuple[dict[tuple[int, str], list[int]], list[str]]:
+    """Footnotes of the cells whose card differs from their column's majority (among the rows of the same
+    data set), one per difference, e.g. ``features=inception (others: classifier)``; and a cell whose runs
+    disagree (e.g. on the sampler) gets ``sampler=ddim, ddpm within one cell``.
+
+    Returns:
+        ``(group index, key) -> footnote numbers`` and the footnotes' texts (number i is ``notes[i - 1]``).
+    """
+    marks: dict[tuple[int, str], list[int]] = {}
+    notes: list[str] = []
+    checked = card_keys()
+    for col in (c for c in cols if c.key in checked):
+        for data in sorted({g.data for g in groups}):
+            cells = {i: cell_card(g, col.key) for i, g in enumerate(groups) if g.data == data and g.values(col.key)}
+            # the majority over runs (a mixed cell is never the majority), ties to the first row
+            protocol = Counter(tuple((_shown(f, r["card"][f]),) if f in r["card"] else None for f in PROTOCOL_FIELDS)
+                               for i in cells for r in _runs(groups[i], col.key))  # fmt: skip
+            majority = dict(zip(PROTOCOL_FIELDS, protocol.most_common(1)[0][0], strict=True)) if protocol else {}
+            for i, card in cells.items():
+                diffs = [f"{f}={', '.join(card[f])} (others: {', '.join(majority[f])})" for f in PROTOCOL_FIELDS
+                         if card.get(f) and majority.get(f) and card[f] != majority[f]]
+                diffs += [f"{f}={', '.join(v)} within one cell" for f, v in card.items()
+                          if len(v) > 1 and f not in PROTOCOL_FIELDS]
+                for text in diffs:
+                    if text not in notes:
+                        notes.append(text)
+                    marks.setdefault((i, col.key), []).append(notes.index(text) + 1)
+    return marks, notes
+
+
+def marker(numbers: list[int]) -> str:
+    """Footnote numbers as superscripts: [1, 12] -> ¹¹²."""
+    return "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(d)] for n in numbers for d in str(n))
+
+
 def to_markdown(groups: list[Group]) -> str:
     cols = active_columns(groups)
+    marks, notes = card_differences(groups, cols)
     header = ["data", "family", "seeds"] + [c.header for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for g in groups:
-        row = [g.data, g.family, g.runs_cell()] + [_cell(g.mean_std(c.key), c) for c in cols]
+    for i, g in enumerate(groups):
+        row = [g.data, g.family, g.runs_cell()]
+        row += [_cell(g.mean_std(c.key), c) + marker(marks.get((i, c.key), [])) for c in cols]
         lines.append("| " + " | ".join(row) + " |")
+    if notes:
+        lines += [""] + [f"{marker([n])} {text}" for n, text in enumerate(notes, 1)]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(groups: list[Group]) -> str:
     cols = active_columns(groups)
+    marks, notes = card_differences(groups, cols)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["data", "family", "seeds", "failed"] + [f"{c.key}_{s}" for c in cols for s in ("mean", "std")])
-    for g in groups:
+    w.writerow(["data", "family", "seeds", "failed"] + [f"{c.key}_{s}" for c in cols for s in ("mean", "std")]
+               + ["card_differences"])  # fmt: skip
+    for i, g in enumerate(groups):
         row: list[Any] = [g.data, g.family, len(g.ok), sum(g.failures().values())]
         for c in cols:
             stat = g.mean_std(c.key)
             row += ["", ""] if stat is None else [stat[0], "" if stat[1] is None else stat[1]]
+        row.append("; ".join(f"{c.key}: {notes[n - 1]}" for c in cols for n in marks.get((i, c.key), [])))
         w.writerow(row)
     return buf.getvalue()
 

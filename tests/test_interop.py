@@ -132,3 +132,40 @@ def test_clean_fid_equals_genbench_pieces(tmp_path, monkeypatch):
     ours = frechet_distance(*gaussian_stats(extractor(clean_resize(a))), *gaussian_stats(extractor(clean_resize(b))))
     assert theirs > 5e-3  # measured 0.01902 (the features are means over 1,369 patches: small spread)
     assert float(ours) == pytest.approx(theirs, rel=1e-3)  # measured 1e-8 apart: the features are equal
+
+
+# --- eval.resize=clean end to end: genbench-evaluate against clean-fid, with one random InceptionV3 -----------
+@pytest.mark.slow  # 4 x 8 Inception passes at 299 x 299 + writing the weights: ~45 s on a busy 2-core machine
+def test_clean_resize_fid_equals_clean_fids(tmp_path, monkeypatch):
+    """clean-fid's compute_fid(mode="clean") with genbench's InceptionV3 passed in as its extractor gives the FID
+    of ``genbench-evaluate eval.features=inception eval.resize=clean`` on the same folders: reading, resizing
+    and the Fréchet distance are each library's own."""
+    fid = pytest.importorskip("cleanfid.fid")
+    from evaluation.spaces.inception import InceptionFeatures
+    from evaluation.testing import write_random_inception
+    from genbench.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    monkeypatch.setattr(fid, "build_feature_extractor", lambda *a, **k: pytest.fail("clean-fid built its Inception"))
+    monkeypatch.setenv("GENBENCH_CACHE", str(tmp_path / "cache"))
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 256, (8, 3, 16, 16), generator=g, dtype=torch.uint8)
+    b = (torch.randint(0, 256, (8, 3, 16, 16), generator=g) * 0.5 + 100).to(torch.uint8)
+    write_pngs(tmp_path / "a", a)
+    write_pngs(tmp_path / "b", b)
+    weights = write_random_inception(tmp_path / "inception.pth", a[:4].float() / 127.5 - 1)
+    ours = evaluate(compose_config(
+        [f"fake={tmp_path / 'a'}", f"real={tmp_path / 'b'}", "eval=inception", f"eval.inception_weights={weights}",
+         "eval.resize=clean", "eval.device=cpu", "eval.batch_size=8", "eval.is_splits=2"],
+        config_name="evaluate", run_dir=tmp_path / "out"))  # fmt: skip
+    assert ours["card"]["resize"] == "clean" and ours["card"]["features"] == "inception"
+    space = InceptionFeatures(weights, resize="clean").eval()
+    # the pre-hook adapter: a 299 x 299 image needs no resize, and both modes see the same pixels
+    big = torch.randint(0, 256, (2, 3, 299, 299), generator=g, dtype=torch.uint8).float() / 127.5 - 1
+    with torch.no_grad():
+        assert torch.equal(space(big)[0], InceptionFeatures(weights).eval()(big)[0])
+    theirs = fid.compute_fid(str(tmp_path / "a"), str(tmp_path / "b"), mode="clean", num_workers=0, batch_size=8,
+                             custom_feat_extractor=lambda x: space.forward_resized(x)[0], device=torch.device("cpu"),
+                             verbose=False)  # fmt: skip
+    assert ours["fid"] > 1  # non-degenerate
+    assert ours["fid"] == pytest.approx(theirs, rel=1e-3)

@@ -1,8 +1,14 @@
 """``eval.features=inception``: torch-fidelity's InceptionV3, as the published FIDs, IS and KIDs use it.
 
-The 2048-d pool3 features and 1008 unbiased logits, through torchmetrics' ``NoTrainInceptionV3`` with
-the TensorFlow-1.x-compatible bilinear resize to 299 (``antialias=False``), so the numbers are those
-of torch-fidelity. Weights: ``eval.inception_weights``, else torch's hub cache (where torch-fidelity
+The 2048-d pool3 features and 1008 unbiased logits, through torchmetrics' ``NoTrainInceptionV3``.
+``eval.resize`` picks how images reach 299 x 299:
+
+- ``torch-fidelity`` (the default): the TensorFlow-1.x-compatible bilinear resize (``antialias=False``),
+  so the numbers are those of torch-fidelity (and of the TF FID code its weights come from);
+- ``clean``: clean-fid's PIL bicubic on each 8-bit image, not quantised after the filter
+  (:func:`evaluation.resize.clean_resize`), so the numbers are those of clean-fid's ``mode="clean"``.
+
+The mode is part of the space's cache id: real statistics of one mode are never used for the other. Weights: ``eval.inception_weights``, else torch's hub cache (where torch-fidelity
 keeps them), else genbench's cache, else one checked download (:mod:`evaluation.weights`).
 """
 
@@ -14,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from evaluation.resize import INCEPTION_SIZE, clean_resize
 from evaluation.spaces.base import FeatureSpace, FeatureSpaceSpec, option, to_uint8
 from evaluation.weights import WeightsFile, sha256_of, weights_errors, weights_file
 from genbench.errors import ConfigError
@@ -29,6 +36,8 @@ INCEPTION_URL = INCEPTION.url
 OPTION = "eval.inception_weights"
 NEEDS = "eval.features=inception needs the InceptionV3 weights of torch-fidelity"
 ALTERNATIVE = "use eval.features=classifier (works offline)"
+#: ``eval.resize``: torch-fidelity's bilinear resize (TF-1.x compatible) or clean-fid's PIL bicubic.
+RESIZE_MODES = ("torch-fidelity", "clean")
 
 
 class InceptionFeatures(FeatureSpace):
@@ -36,8 +45,10 @@ class InceptionFeatures(FeatureSpace):
 
     name = "inception"
 
-    def __init__(self, weights: Path):
+    def __init__(self, weights: Path, resize: str = "torch-fidelity"):
         super().__init__()
+        if resize not in RESIZE_MODES:
+            raise ConfigError([f"eval.resize={resize!r}: must be one of {list(RESIZE_MODES)}"])
         from torchmetrics.image.fid import NoTrainInceptionV3
 
         check_inception_weights(weights)
@@ -57,6 +68,7 @@ class InceptionFeatures(FeatureSpace):
         # resized to 299 x 299: 6.7 s -> 4.4 s, features equal to 6e-6 (of ~0.6).
         self.net.to(memory_format=torch.channels_last)
         self.weights = weights
+        self.resize = resize
         self.num_features = 2048
         self.num_classes = 1008
 
@@ -65,11 +77,30 @@ class InceptionFeatures(FeatureSpace):
         x = to_uint8(x)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        if self.resize == "clean":
+            return self.forward_resized(clean_resize(x, INCEPTION_SIZE))
         pool, logits = self.net._torch_fidelity_forward(x)
         return pool, logits
 
+    def forward_resized(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(pool3, logits) of float images ``[B, 3, 299, 299]`` in [0, 255], already resized: clean-fid's
+        input to its Inception, which normalises them as torch-fidelity's does, (x − 128) / 128.
+
+        torch-fidelity's forward takes 8-bit images and always resizes them; a float image replaces
+        its resized input at the first convolution (a pre-hook), so the rest of the network is its own.
+        """
+        normalised = ((x.float() - 128) / 128).contiguous(memory_format=torch.channels_last)
+        hook = self.net.Conv2d_1a_3x3.register_forward_pre_hook(lambda module, args: (normalised,))
+        try:
+            placeholder = torch.zeros(len(x), 3, *INCEPTION_SIZE, dtype=torch.uint8, device=x.device)
+            pool, logits = self.net._torch_fidelity_forward(placeholder)
+        finally:
+            hook.remove()
+        return pool, logits
+
     def cache_id(self) -> str:
-        return f"inception-{sha256_of(self.weights)[:16]}"
+        suffix = "" if self.resize == "torch-fidelity" else f"-{self.resize}"  # the default keeps its cache entries
+        return f"inception-{sha256_of(self.weights)[:16]}{suffix}"
 
 
 def default_inception_weights() -> Path:
@@ -112,7 +143,7 @@ def _errors(cfg: Any) -> list[str]:
 
 
 def _build(reference: Any, cfg: Any, device: torch.device) -> FeatureSpace:
-    return InceptionFeatures(inception_weights_path(option(cfg, "inception_weights")))
+    return InceptionFeatures(inception_weights_path(option(cfg, "inception_weights")), option(cfg, "resize", "torch-fidelity"))
 
 
 SPEC = FeatureSpaceSpec(
