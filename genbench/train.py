@@ -33,7 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from evaluation.callback import build_eval_callback
-from genbench import __version__
+from genbench import __version__, sweep
 from genbench.budget import budget_record, build_budget
 from genbench.callbacks import RNGState, TrainStats, scalar_metrics
 from genbench.config import resolved_config
@@ -261,6 +261,15 @@ def is_global_zero() -> bool:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
+        if in_multirun():  # a re-run sweep skips finished jobs and resumes killed ones (genbench/sweep.py)
+            plan = sweep.plan_job(cfg)
+            log.info("sweep: %s %s%s", plan.action, cfg.run_dir, f" ({plan.reason})" if plan.reason else "")
+            if is_global_zero():
+                sweep.record_job(Path(HydraConfig.get().runtime.output_dir), plan)
+            if plan.action == "skip":
+                return monitored_value(plan.results, cfg.monitor)
+            if plan.action == "resume" and not cfg.get("ckpt_path"):
+                cfg.ckpt_path = "last"
         results = train(cfg)
     except GenbenchError as e:
         # User errors and diverged runs get one clear message, not a stack trace.
@@ -311,7 +320,9 @@ def worst_value() -> float | list[float]:
 
 
 class ReportFailedJobs(HydraCallback):
-    """Hydra callback (``conf/hydra/default.yaml``): at the end of a multirun, list the jobs that failed.
+    """Hydra callback (``conf/hydra/default.yaml``): at the start of a multirun, prepare its directory to continue
+    an earlier launch (:func:`genbench.sweep.prepare_sweep`); at the end, count the jobs skipped, resumed and run
+    (:func:`genbench.sweep.sweep_summary`) and list the jobs that failed.
 
     Failed jobs are found by the ``status`` of the ``results.json`` (and ``results.failed.json``, see
     :func:`record_bad_input`) files written under the sweep directory during this multirun, so it works
@@ -328,10 +339,17 @@ class ReportFailedJobs(HydraCallback):
 
         self.started = time.time() - 1.0  # file times can be rounded to the second
         self.sweep_dir = Path(config.hydra.sweep.dir)  # ${now:...} is resolved once, here and for the sweeper
+        sweep.prepare_sweep(config)
+        if not any(o.startswith("hydra.sweep.dir=") for o in config.hydra.overrides.hydra):
+            print(f"genbench-train: sweep directory {self.sweep_dir}; if this multirun is stopped, the same command "
+                  f"with hydra.sweep.dir={self.sweep_dir} carries on from there", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failures = []
         sweep_dir = self.sweep_dir or Path(config.hydra.sweep.dir)
+        summary = sweep.sweep_summary(sweep_dir, self.started)
+        if summary:
+            print("\n".join(summary), flush=True)
         for path in sorted([*sweep_dir.rglob("results.json"), *sweep_dir.rglob(FAILED_RESULTS)]):
             try:
                 if path.stat().st_mtime < self.started:
