@@ -294,6 +294,16 @@ def render(records: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def gpu_check_section(results: Path) -> str:
+    """``make gpu-check``'s record (benchmarks/results/gpu_check.json), where one was made on a GPU machine."""
+    path = results / "gpu_check.json"
+    if not path.is_file():
+        return ""
+    from benchmarks import gpu_check
+
+    return "\n\n" + gpu_check.render(json.loads(path.read_text()))
+
+
 def update_page(text: str, table: str, name: str = "docs/performance.md") -> str:
     """``text`` with everything between the markers replaced by ``table``."""
     if START not in text or END not in text:
@@ -309,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--page", default=str(PAGE), help="the page holding the markers (default: docs/performance.md)")
     args = parser.parse_args(argv)
-    table = render(load_records(Path(args.results)))
+    table = render(load_records(Path(args.results))) + gpu_check_section(Path(args.results))
     if args.print:
         print(table)
         return 0

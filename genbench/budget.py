@@ -69,11 +69,35 @@ def budget_errors(cfg: Any) -> list[str]:
 
 
 def steps_per_period(model: L.LightningModule) -> int:
-    """Steps after which a family's training step repeats: the GAN's ``n_critic``, 1 for the others.
+    """Steps after which a family's training step repeats (``GenerativeModule.steps_per_period``: the GAN's
+    ``n_critic``, 1 for the others); 1 for a module that does not say."""
+    return int(getattr(model, "steps_per_period", 1))
 
-    A family may say so with a ``steps_per_period`` attribute; without one, ``n_critic`` is read (the GAN's).
+
+class _NoModuleTracking:
+    """Stands in for FlopCounterMode's module tracker: every count goes to the total ("Global")."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+
+class TotalFlopCounter(FlopCounterMode):
+    """``FlopCounterMode`` that counts the total only.
+
+    Its per-module tracker registers backward hooks on every module's inputs, and those make
+    ``torch.autograd.grad`` fail on leaf inputs ("A leaf node was passed to _will_engine_execute_node"):
+    the GAN's gradient penalties differentiate the discriminator with respect to the images. The total
+    needs no tracker; tests/test_budget.py and tests/test_gan.py pin this.
     """
-    return int(getattr(model, "steps_per_period", getattr(model, "n_critic", 1)))
+
+    def __init__(self) -> None:
+        super().__init__(display=False)
+        self.mod_tracker = _NoModuleTracking()
 
 
 class _CountBatches(L.Callback):
@@ -84,7 +108,7 @@ class _CountBatches(L.Callback):
         self._mode: FlopCounterMode | None = None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self._mode = FlopCounterMode(display=False)
+        self._mode = TotalFlopCounter()
         self._mode.__enter__()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -122,6 +146,7 @@ def _dry_run(cfg: Any, model: L.LightningModule, sizes: tuple[int, ...], period:
     """FLOPs of ``period`` steps at each batch size of ``sizes``, in one fit of a throwaway trainer."""
     accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
     dry = copy.deepcopy(model)
+    dry.finite_checks = False  # a count, not a run: a diverging rate (a sweep's bad trial) is the real run's to report
     dry.compile_options = None  # FLOPs of the eager step; a compiled graph would hide its ops from the counter
     batches = [(torch.zeros(n, *model.data_shape), torch.zeros(n, dtype=torch.long))
                for n in sizes for _ in range(period * accumulate)]  # fmt: skip

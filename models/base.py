@@ -75,6 +75,9 @@ class GenerativeModule(L.LightningModule):
 
     #: The trained networks (attribute names) that ``compile`` compiles.
     compiled_networks: ClassVar[tuple[str, ...]] = ()
+    #: Training steps after which the step's cost repeats (the GAN updates G every n_critic-th step): a FLOPs
+    #: budget charges the average over such a period.
+    steps_per_period: int = 1
     #: The family's typed config: its settings, their defaults and allowed values.
     config_type: ClassVar[type] = FamilyConfig
 
@@ -248,6 +251,8 @@ class GenerativeModule(L.LightningModule):
     #: per step, so the first non-finite step is recorded on the device and read on the steps whose
     #: metrics go to the loggers (which read values anyway) and before every checkpoint.
     defer_finite_checks: bool | None = None
+    #: False turns the divergence guard off (a throwaway copy whose step is only measured, genbench/budget.py).
+    finite_checks: bool = True
 
     def check_finite(self, name: str, value: Tensor, step: int | None = None) -> None:
         """Raise :class:`TrainingDivergedError` when ``value`` (the loss ``name``) is not finite.
@@ -260,6 +265,8 @@ class GenerativeModule(L.LightningModule):
         Under DDP every rank stops together (one rank's non-finite loss would otherwise leave
         the others waiting in the gradient all-reduce).
         """
+        if not self.finite_checks:
+            return
         step = self.global_step + 1 if step is None else step
         defer = self.defer_finite_checks if self.defer_finite_checks is not None else value.device.type != "cpu"
         if defer and self._trainer is not None:

@@ -269,8 +269,9 @@ class DDPM(GenerativeModule):
         Returns:
             ``[n, *data_shape]`` in the data range, and the trajectory if asked for.
         """
-        if kwargs:
-            raise TypeError(f"DDPM.sample got unexpected arguments {sorted(kwargs)}")
+        unknown = sorted(k for k, v in kwargs.items() if v is not None)  # null: another family's option, unset
+        if unknown:
+            raise TypeError(f"DDPM.sample got unexpected arguments {unknown}")
         sampler, steps, eta, spacing = self.resolve_sampling(sampler, steps, eta, spacing)
         method = self.make_sampler(sampler, eta, spacing)
         if progress is None:

@@ -107,6 +107,7 @@ class GAN(GenerativeModule):
         self.loss_name = hp.loss
         self.objective = gan_loss(hp.loss)
         self.n_critic = int(hp.n_critic)
+        self.steps_per_period = self.n_critic  # one generator update per n_critic steps
         self.gp_weight, self.r1_gamma = float(hp.gp_weight), float(hp.r1_gamma)
         self.lr_d = self.lr if hp.lr_d is None else float(hp.lr_d)
         # The averaged generator: its weights are buffers, so they live in the state_dict.

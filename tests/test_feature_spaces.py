@@ -128,7 +128,8 @@ def test_frechet_distance_of_a_folder_with_itself_is_zero(tmp_path, monkeypatch,
     ("+eval.dinov2={weights: /no/such.pth}", "eval.dinov2.weights='/no/such.pth': no such file"),
     ("+eval.clip={model: RN50}", "eval.clip.model='RN50': must be one of ['ViT-L-14-336', 'ViT-B-32']"),
 ])  # fmt: skip
-def test_bad_options_are_one_clear_error_before_any_work(tmp_path, override, message):
+def test_bad_options_are_one_clear_error_before_any_work(tmp_path, monkeypatch, override, message):
+    monkeypatch.delenv("GENBENCH_OFFLINE", raising=False)  # online: missing weights are found (and fetched) later, not here
     space = override.split(".")[1].split("=")[0]
     cfg = compose_config(["fake=/nonexistent", "data=mnist5k", f"eval.features={space}", override],
                          config_name="evaluate", run_dir=tmp_path)  # fmt: skip

