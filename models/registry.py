@@ -131,3 +131,7 @@ register_family(FamilySpec(
     figures="models.figures.ddpm_figures", figure_names=("forward_diffusion", "reverse_chain"),
     sample_options=("sampler", "steps", "eta", "spacing"),
 ))  # fmt: skip
+register_family(FamilySpec(
+    name="flow", target="models.flow.FlowMatching", display_name="Flow matching", color="tab:orange", order=40,
+    figures="models.flow.flow_figures", figure_names=("flow_path", "flow_trajectory"), sample_options=("solver", "steps"),
+))  # fmt: skip
