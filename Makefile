@@ -26,7 +26,7 @@ test-all: $(STAMP)
 # The speed probe's line (a fixed matmul and conv) tells a slow machine from a slow genbench.
 lecture: $(STAMP)
 	$(BIN)/python benchmarks/speed_probe.py
-	$(BIN)/genbench-lecture
+	$(BIN)/genbench-lecture $(if $(FAMILIES),--families $(FAMILIES))
 
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
 # One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time

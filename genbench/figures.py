@@ -22,7 +22,7 @@ from torch import Tensor  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from models.registry import color as family_color  # noqa: E402
-from models.registry import display_name as _name  # noqa: E402
+from models.registry import display_name  # noqa: E402
 from models.registry import order as family_order  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def samples_side_by_side(samples: Mapping[str, Tensor], path: Path, nrow: int = 
     fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.6), squeeze=False)
     for ax, (family, x) in zip(axes[0], samples.items(), strict=True):
         ax.imshow(to_image(x, nrow), cmap="gray", interpolation="nearest")
-        ax.set_title(_name(family))
+        ax.set_title(display_name(family))
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -73,7 +73,7 @@ def fid_vs_time(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Pa
         pts = [(h["time_s"], h[metric]) for h in hist if h.get(metric) is not None and math.isfinite(h[metric])]
         if pts:
             t, v = zip(*pts, strict=True)
-            ax.plot(t, v, marker="o", label=_name(family), color=family_color(family))
+            ax.plot(t, v, marker="o", label=display_name(family), color=family_color(family))
     ax.set_xlabel("wall-clock training time (s)")
     ax.set_ylabel(metric.upper() if metric == "fid" else metric)
     ax.set_yscale("log")
@@ -99,7 +99,7 @@ def trilemma(rows: Mapping[str, Mapping[str, float | None]], path: Path) -> Path
     fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.2))
     for ax, (title, key, log) in zip(axes, panels, strict=True):
         vals = [rows[f].get(key) for f in fams]
-        ax.bar([_name(f) for f in fams], [v if v is not None else 0 for v in vals],
+        ax.bar([display_name(f) for f in fams], [v if v is not None else 0 for v in vals],
                color=[family_color(f) for f in fams])
         for i, v in enumerate(vals):
             if v is not None:
@@ -133,7 +133,7 @@ def toy_scatter(
                 ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, color=family_color(family, "k"), rasterized=True)
                 covered = ev.get("modes_covered")
                 hq = ev.get("high_quality_share")
-                label = f"{_name(family)} on {data}"
+                label = f"{display_name(family)} on {data}"
                 if covered is not None:
                     label += f"\nmodes {covered:g}/{len(c)}"
                 if hq is not None:

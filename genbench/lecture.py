@@ -22,7 +22,7 @@ from pathlib import Path
 from genbench.errors import GenbenchError
 from genbench.io import nearest_existing, read_results
 from genbench.runtime import start as start_runtime
-from models.registry import family_names
+from models.registry import family_names, family_specs
 
 TOY_DATA = ("rings", "grid")
 
@@ -30,6 +30,11 @@ TOY_DATA = ("rings", "grid")
 def available_families() -> list[str]:
     """Every registered family (models/registry.py and the plug-ins), in display order."""
     return family_names()
+
+
+def default_families() -> list[str]:
+    """The families ``make lecture`` trains without ``--families``: those registered with ``in_lecture``."""
+    return [s.name for s in family_specs() if s.in_lecture]
 
 
 def parse_families(text: str) -> list[str]:
@@ -64,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genbench-lecture", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output directory (default: outputs/lecture/<date>_<time>)")
-    parser.add_argument("--families", default=None, help="comma-separated families (default: every registered one)")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated families (default: the registered ones marked in_lecture)")
     parser.add_argument("--no-2d", action="store_true", help="skip the rings/grid comparison")
     parser.add_argument("--report-only", action="store_true", help="only (re)build the report of the runs in --out")
     parser.add_argument("--no-wandb-report", action="store_true", help="do not log the report figures to W&B")
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or f"outputs/lecture/{time.strftime('%Y-%m-%d_%H-%M-%S')}").resolve()
     try:
         start_runtime()
-        families = ",".join(parse_families(args.families if args.families is not None else ",".join(available_families())))
+        families = ",".join(parse_families(args.families if args.families is not None else ",".join(default_families())))
         check_out_dir(out)
     except GenbenchError as e:
         print(f"genbench-lecture: error: {e}", file=sys.stderr)

@@ -125,6 +125,13 @@ def lecture_pictures(image_runs: dict[str, list[Run]], out: Path, n: int = 64) -
     made["samples"] = figures.samples_side_by_side(samples, out / "samples.png", title=f"{n} samples per family, seed {SAMPLE_SEED}")
     some_run = next(iter(image_runs.values()))[0]
     real = some_run.datamodule().real_samples("val", n=8)
+    nearest = nearest_training_rows(some_run, samples)
+    if nearest:
+        made["nearest_training"] = figures.image_rows(
+            nearest, out / "nearest_training.png", title="Samples (left) and their 3 nearest training images")
+        text["nearest_training"] = ("Nearest training images", "Each family's first samples next to their 3 nearest "
+                                    "training images in the evaluation's feature space: a family that copies its "
+                                    "training set shows near-duplicates here (copy rate, authenticity and C_T in the table).")
     for family, model in models.items():
         make = family_spec(family).figure_function() if family in family_names() else None
         if make is None:
@@ -134,6 +141,33 @@ def lecture_pictures(image_runs: dict[str, list[Run]], out: Path, n: int = 64) -
             made[fig.key] = figures.image_rows(fig.rows, out / f"{fig.key}.png", title=f"{fig.heading}: {fig.caption}")
             text[fig.key] = (fig.heading, fig.caption)
     return made, text
+
+
+def nearest_training_rows(run: Run, samples: dict[str, torch.Tensor], per_family: int = 2, k: int = 3) -> list:
+    """Rows ``sample, its k nearest training images`` per family, in the run's evaluation feature space.
+
+    Only where that space is the data set's classifier (cheap to featurise the training split with); an
+    InceptionV3 pass over the training split costs minutes on a CPU, so other spaces skip the figure."""
+    from evaluation.config import EvalConfig
+    from evaluation.evaluator import Evaluator, quantize
+    from evaluation.memorization import nearest_training_examples
+    from evaluation.sources import DataReference
+
+    node = dict((run.results.get("config") or {}).get("eval") or {})
+    if node.get("features", "auto") not in ("auto", "classifier"):
+        return []
+    dm = run.datamodule()
+    evaluator = Evaluator(EvalConfig.from_node(node), DataReference(dm, "train"), device="cpu")
+    train_features = evaluator.split_features("train")
+    train_images = dm.real_samples("train")
+    rows = []
+    with torch.no_grad():
+        for family, x in samples.items():
+            x = quantize(x[:per_family].float())
+            idx, _ = nearest_training_examples(evaluator.prepare()(x)[0].float(), train_features, k)
+            rows += [(f"{figures.display_name(family)} {i + 1}", torch.cat([x[i : i + 1], train_images[idx[i]]]))
+                     for i in range(len(x))]  # fmt: skip
+    return rows
 
 
 def _mean(runs: list[Run], key: str) -> float | None:

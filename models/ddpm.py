@@ -30,6 +30,7 @@ from models.base import FamilyConfig, GenerativeModule, eval_mode
 from models.diffusion import SCHEDULES, SPACINGS, VARIANCES, NoiseSchedule
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
+from models.registry import other_families_options
 from models.samplers import SAMPLERS, Sampler, make_sampler, option_errors, sampler_name_errors, steps_errors
 
 #: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
@@ -223,7 +224,7 @@ class DDPM(GenerativeModule):
         return self.make_sampler(sampler, eta, spacing).nfe(steps)
 
     def sample_kwargs_errors(self, sample_kwargs: dict[str, Any], option: str = "eval.sample_kwargs") -> list[str]:
-        given = {k: v for k, v in sample_kwargs.items() if v is not None}
+        given = {k: v for k, v in sample_kwargs.items() if v is not None and k not in other_families_options("ddpm")}
         unknown = sorted(set(given) - set(SAMPLE_KWARGS))
         if unknown:
             return [f"{option}: {unknown} are not options of the DDPM's sample(); allowed: {list(SAMPLE_KWARGS)}"]
@@ -269,7 +270,8 @@ class DDPM(GenerativeModule):
         Returns:
             ``[n, *data_shape]`` in the data range, and the trajectory if asked for.
         """
-        unknown = sorted(k for k, v in kwargs.items() if v is not None)  # null: another family's option, unset
+        # null: unset; another family's option (eval.sample_kwargs serves a sweep over families): not ours
+        unknown = sorted(k for k, v in kwargs.items() if v is not None and k not in other_families_options("ddpm"))
         if unknown:
             raise TypeError(f"DDPM.sample got unexpected arguments {unknown}")
         sampler, steps, eta, spacing = self.resolve_sampling(sampler, steps, eta, spacing)

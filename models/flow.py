@@ -33,7 +33,7 @@ from models.base import FamilyConfig, GenerativeModule, eval_mode
 from models.ddpm import DDPM
 from models.distributions import LOG_2PI, nats_to_bits_per_dim
 from models.ema import EMA
-from models.registry import FigureRows, family_specs
+from models.registry import FigureRows, other_families_options
 
 #: The sampling options of :meth:`FlowMatching.sample` an evaluation may set (``eval.sample_kwargs``).
 SAMPLE_KWARGS = ("solver", "steps")
@@ -268,7 +268,7 @@ class FlowMatching(GenerativeModule):
         The other families' options (the DDPM's ``sampler``, ``eta``, ...) are ignored, so one
         ``eval.sample_kwargs`` serves a sweep over families (``experiment=lecture_2d`` sets ``sampler: ddpm``)."""
         given = {k: v for k, v in sample_kwargs.items() if v is not None}
-        unknown = sorted(set(given) - set(SAMPLE_KWARGS) - _other_families_options())
+        unknown = sorted(set(given) - set(SAMPLE_KWARGS) - other_families_options("flow"))
         if unknown:
             return [f"{option}: {unknown} are options of no family's sample(); the flow's: {list(SAMPLE_KWARGS)}"]
         try:
@@ -297,7 +297,7 @@ class FlowMatching(GenerativeModule):
         Returns:
             ``[n, *data_shape]`` in the data range (images clipped to [-1, 1]), and the trajectory if asked for.
         """
-        unknown = sorted(set(kwargs) - _other_families_options())
+        unknown = sorted(set(kwargs) - other_families_options("flow"))
         if unknown:
             raise TypeError(f"FlowMatching.sample got unexpected arguments {unknown}")
         solver, steps = self.resolve_sampling(solver, steps)
@@ -352,11 +352,6 @@ class FlowMatching(GenerativeModule):
         if self.hp.hutchinson_probe == "gaussian":
             return self.randn(*shape, generator=generator)
         return torch.where(self._rand(shape, generator) < 0.5, -1.0, 1.0)
-
-
-def _other_families_options() -> set[str]:
-    """The sampling options of the registered families; the flow ignores those it does not have."""
-    return {o for spec in family_specs() for o in spec.sample_options} - set(SAMPLE_KWARGS)
 
 
 # --- the report's figures --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from genbench.schema import check, defaults, setting
 from genbench.schema_files import SCHEMA_DIR, schema_yaml, typed_configs
 from models.ddpm import DDPM, DDPMConfig
 from models.nets.time_mlp import TimeMLP
+from models.registry import family_specs
 from tests.conftest import compose_config
 
 
@@ -26,7 +27,7 @@ def test_every_setting_says_what_it_is():
         assert [f.name for f in dataclasses.fields(cls) if not f.metadata.get("doc")] == [], cls.__name__
 
 
-@pytest.mark.parametrize("family", ["gan", "vae", "ddpm"])
+@pytest.mark.parametrize("family", [s.name for s in family_specs() if s.config is None])  # the built-in families
 def test_composed_model_config_takes_the_typed_defaults(family):
     """The YAML selects and overrides: what it does not set is the dataclass default, on every data kind."""
     for data in ("mnist5k", "rings"):
