@@ -22,10 +22,9 @@ from torchmetrics.aggregation import MeanMetric
 from torchmetrics.utilities import dim_zero_cat
 
 from evaluation.cmmd import cmmd
+from evaluation.evaluator import batch_seed
 from evaluation.fd_infinity import fd_infinity
 from evaluation.memorization import memorization_metrics
-
-from evaluation.evaluator import batch_seed
 from evaluation.metrics import FID, IS, KID, ManifoldMetrics, ModeMetrics, finite_or_none
 from evaluation.registry import (
     Batch,
@@ -105,21 +104,28 @@ register_metric(MetricSpec(
 ))  # fmt: skip
 
 
-# --- KID (Bińkowski et al. 2018) --------------------------------------------------------------
-class KIDState(MetricState):
-    def __init__(self, ctx: MetricContext, subset_size: int):
-        cfg = ctx.cfg
-        self.kid = KID(ctx.space.num_features, subsets=cfg.kid_subsets, subset_size=subset_size, seed=cfg.metric_seed)
-        self.kid = self.kid.to(ctx.device)
+class RealAndFakeFeatures(MetricState):
+    """A torchmetrics metric fed ``update(features, real=...)``: the real features first, then each batch."""
+
+    def __init__(self, ctx: MetricContext, metric: Metric):
+        self.metric = metric.to(ctx.device)
         real, empty = _real_features(ctx)
-        self.kid.update(real, real=True)
-        self.kid.update(empty, real=False)
+        self.metric.update(real, real=True)
+        self.metric.update(empty, real=False)
 
     def update(self, batch: Batch) -> None:
-        self.kid.update(batch.features, real=False)
+        self.metric.update(batch.features, real=False)
+
+
+# --- KID (Bińkowski et al. 2018) --------------------------------------------------------------
+class KIDState(RealAndFakeFeatures):
+    def __init__(self, ctx: MetricContext, subset_size: int):
+        cfg = ctx.cfg
+        super().__init__(ctx, KID(ctx.space.num_features, subsets=cfg.kid_subsets, subset_size=subset_size,
+                                  seed=cfg.metric_seed))  # fmt: skip
 
     def compute(self) -> dict[str, Any]:
-        mean, std = self.kid.compute()
+        mean, std = self.metric.compute()
         return {"kid_mean": float(mean), "kid_std": float(std)}
 
 
@@ -141,18 +147,12 @@ register_metric(MetricSpec(
 
 
 # --- precision / recall (Kynkäänniemi et al. 2019), density / coverage (Naeem et al. 2020) -------
-class ManifoldState(MetricState):
+class ManifoldState(RealAndFakeFeatures):
     def __init__(self, ctx: MetricContext, k: int):
-        self.manifold = ManifoldMetrics(nearest_k=k).to(ctx.device)
-        real, empty = _real_features(ctx)
-        self.manifold.update(real, real=True)
-        self.manifold.update(empty, real=False)
-
-    def update(self, batch: Batch) -> None:
-        self.manifold.update(batch.features, real=False)
+        super().__init__(ctx, ManifoldMetrics(nearest_k=k))
 
     def compute(self) -> dict[str, Any]:
-        return dict(self.manifold.compute())
+        return dict(self.metric.compute())
 
 
 def build_manifold(ctx: MetricContext) -> ManifoldState:

@@ -181,3 +181,53 @@ def resize_normalise(x: Tensor, size: int, mean: Sequence[float], std: Sequence[
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous()
+
+
+@dataclass(frozen=True)
+class NetworkChoice:
+    """``eval.<key>: {model, weights}`` of a feature space that offers several published networks.
+
+    Args:
+        key: the option's name under ``eval`` (``dinov2``, ``clip``).
+        weights_of: model name -> its :class:`~evaluation.weights.WeightsFile`.
+        default: the model when ``model`` is null.
+        needs: model name -> the sentence that starts the missing-weights message.
+    """
+
+    key: str
+    weights_of: Callable[[str], Any]
+    models: tuple[str, ...]
+    default: str
+    needs: Callable[[str], str]
+
+    def chosen(self, cfg: Any) -> tuple[str, Any]:
+        """(model, weights option) of ``cfg``."""
+        d = option(cfg, self.key, {}) or {}
+        return d.get("model") or self.default, d.get("weights")
+
+    def errors(self, cfg: Any) -> list[str]:
+        """The option's problems, before any work: its keys, the model, and the weights (random only in tests)."""
+        from evaluation.weights import weights_errors
+
+        d = option(cfg, self.key, {}) or {}
+        keys = ["model", "weights"]
+        if not hasattr(d, "keys"):
+            return [f"eval.{self.key}={d!r}: must be a mapping with keys {keys}"]
+        errors = [f"eval.{self.key}.{k}: unknown key; allowed: {keys}" for k in sorted(set(d) - set(keys))]
+        model, weights = self.chosen(cfg)
+        if model not in self.models:
+            return [*errors, f"eval.{self.key}.model={model!r}: must be one of {list(self.models)}"]
+        option_name = f"eval.{self.key}.weights"
+        if weights == "random":
+            return errors + random_weights_errors(option_name, weights)
+        return errors + weights_errors(self.weights_of(model), weights, option_name, self.needs(model))
+
+    def weights(self, cfg: Any) -> tuple[str, Any]:
+        """(model, weights file) of ``cfg``: the local file, the cached one, or one checked download (``random``
+        in tests)."""
+        from evaluation.weights import weights_file
+
+        model, weights = self.chosen(cfg)
+        if weights != "random":
+            weights = weights_file(self.weights_of(model), weights, f"eval.{self.key}.weights", self.needs(model))
+        return model, weights

@@ -24,11 +24,10 @@ from torch import Tensor
 from evaluation.spaces.base import (
     FeatureSpace,
     FeatureSpaceSpec,
-    option,
-    random_weights_errors,
+    NetworkChoice,
     resize_normalise,
 )
-from evaluation.weights import WeightsFile, sha256_of, weights_errors, weights_file
+from evaluation.weights import WeightsFile, sha256_of
 from genbench.errors import ConfigError
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -55,7 +54,6 @@ MODELS: dict[str, tuple[int, int, WeightsFile]] = {
     ),
 }
 DEFAULT_MODEL = "ViT-L-14-336"
-KEYS = ("model", "weights")
 
 
 class CLIPFeatures(FeatureSpace):
@@ -140,37 +138,15 @@ def _is_torchscript(path: Any) -> bool:
         return False
 
 
-def settings_errors(cfg: Any) -> list[str]:
-    d = option(cfg, "clip", {}) or {}
-    if not hasattr(d, "keys"):
-        return [f"eval.clip={d!r}: must be a mapping with keys {list(KEYS)}"]
-    errors = [f"eval.clip.{k}: unknown key; allowed: {list(KEYS)}" for k in sorted(set(d) - set(KEYS))]
-    model = d.get("model") or DEFAULT_MODEL
-    if model not in MODELS:
-        return [*errors, f"eval.clip.model={model!r}: must be one of {list(MODELS)}"]
-    weights = d.get("weights")
-    if weights == "random":
-        return errors + random_weights_errors("eval.clip.weights", weights)
-    return errors + weights_errors(
-        MODELS[model][2],
-        weights,
-        "eval.clip.weights",
-        f"eval.features=clip needs OpenAI's CLIP {model} weights",
-    )
+CHOICE = NetworkChoice(
+    key="clip", weights_of=lambda m: MODELS[m][2], models=tuple(MODELS), default=DEFAULT_MODEL,
+    needs=lambda m: f"eval.features=clip needs OpenAI's CLIP {m} weights",
+)
+settings_errors = CHOICE.errors
 
 
 def _build(reference: Any, cfg: Any, device: torch.device) -> FeatureSpace:
-    d = option(cfg, "clip", {}) or {}
-    model = d.get("model") or DEFAULT_MODEL
-    weights = d.get("weights")
-    if weights != "random":
-        weights = weights_file(
-            MODELS[model][2],
-            weights,
-            "eval.clip.weights",
-            f"eval.features=clip needs OpenAI's CLIP {model} weights",
-        )
-    return CLIPFeatures(model, weights)
+    return CLIPFeatures(*CHOICE.weights(cfg))
 
 
 SPEC = FeatureSpaceSpec(

@@ -24,11 +24,10 @@ from torch import Tensor
 from evaluation.spaces.base import (
     FeatureSpace,
     FeatureSpaceSpec,
-    option,
-    random_weights_errors,
+    NetworkChoice,
     resize_normalise,
 )
-from evaluation.weights import WeightsFile, sha256_of, weights_errors, weights_file
+from evaluation.weights import WeightsFile, sha256_of
 from genbench.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,7 +55,6 @@ MODELS: dict[str, tuple[str, int, WeightsFile]] = {
         "baf8467e50af277596bbbafa06887c177ee899ab46033649c383577d7e9309d3", checked_by=_PINNED)),
 }  # fmt: skip
 DEFAULT_MODEL = "vitl14"
-KEYS = ("model", "weights")
 
 
 class DINOv2Features(FeatureSpace):
@@ -142,33 +140,15 @@ def resample_pos_embed(state: dict[str, Tensor], grid: int) -> dict[str, Tensor]
     return {**state, "pos_embed": torch.cat([pos[:, :1], patches], dim=1).to(state["pos_embed"].dtype)}
 
 
-def settings_errors(cfg: Any) -> list[str]:
-    d = option(cfg, "dinov2", {}) or {}
-    if not hasattr(d, "keys"):
-        return [f"eval.dinov2={d!r}: must be a mapping with keys {list(KEYS)}"]
-    errors = [f"eval.dinov2.{k}: unknown key; allowed: {list(KEYS)}" for k in sorted(set(d) - set(KEYS))]
-    model = d.get("model") or DEFAULT_MODEL
-    if model not in MODELS:
-        return [*errors, f"eval.dinov2.model={model!r}: must be one of {list(MODELS)}"]
-    weights = d.get("weights")
-    if weights == "random":
-        return errors + random_weights_errors("eval.dinov2.weights", weights)
-    needs = f"eval.features=dinov2 needs the DINOv2 {model} weights"
-    return errors + weights_errors(MODELS[model][2], weights, "eval.dinov2.weights", needs)
+CHOICE = NetworkChoice(
+    key="dinov2", weights_of=lambda m: MODELS[m][2], models=tuple(MODELS), default=DEFAULT_MODEL,
+    needs=lambda m: f"eval.features=dinov2 needs the DINOv2 {m} weights",
+)
+settings_errors = CHOICE.errors
 
 
 def _build(reference: Any, cfg: Any, device: torch.device) -> FeatureSpace:
-    d = option(cfg, "dinov2", {}) or {}
-    model = d.get("model") or DEFAULT_MODEL
-    weights = d.get("weights")
-    if weights != "random":
-        weights = weights_file(
-            MODELS[model][2],
-            weights,
-            "eval.dinov2.weights",
-            f"eval.features=dinov2 needs the DINOv2 {model} weights",
-        )
-    return DINOv2Features(model, weights)
+    return DINOv2Features(*CHOICE.weights(cfg))
 
 
 SPEC = FeatureSpaceSpec(
