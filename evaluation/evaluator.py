@@ -34,7 +34,7 @@ from evaluation.features import (
     to_uint8,
 )
 from evaluation.metrics import moments, real_cov_sqrt
-from evaluation.registry import Batch, MetricContext, build_metric, metric_spec, metric_specs
+from evaluation.registry import Batch, MetricContext, build_metric, in_space, metric_spec, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
@@ -307,11 +307,12 @@ class Evaluator:
             seconds = self._max_over_ranks(elapsed)
 
         results: dict[str, Any] = {"features": self.feature_name, "num_samples": n, "num_real": ctx.num_real}
+        suffix = feature_space_spec(self.feature_name).key_suffix  # e.g. fd_dinov2 for FID in the DINOv2 space
         for spec in skipped:
             if spec.always_reported:
-                results.update({k.key: None for k in spec.keys})
-        for state in states.values():
-            results.update(state.compute())
+                results.update(in_space(spec, {k.key: None for k in spec.keys}, suffix))
+        for name, state in states.items():
+            results.update(in_space(metric_spec(name), state.compute(), suffix))
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
         results["card"] = evaluation_card(cfg, space, ref, source, n, ctx.num_real)

@@ -300,6 +300,7 @@ def build_cmmd(ctx: MetricContext) -> CMMDState | None:
 
 register_metric(MetricSpec(
     name="cmmd", build=build_cmmd, needs=frozenset({"features", "real_features"}), default=False, always_reported=False,
+    space_named=False,
     keys=(ResultKey("cmmd", "val/cmmd", "CMMD", "{:.3f}", "lower", order=14),),
     description="MMD² with a Gaussian RBF kernel (σ = 10) on CLIP embeddings, ×1000 (Jayasumana et al. 2024)",
 ))  # fmt: skip

@@ -51,7 +51,7 @@ class ResultKey:
             for ``better`` is appended.
         fmt: how a table cell shows the value.
         better: ``lower``, ``higher`` or None (no direction, e.g. a count).
-        order: columns and logs are sorted by it.
+        order: columns and logs are sorted by it (a space's variant of a key sorts right after it).
         scale: the table shows ``value * scale`` (e.g. 100 for a share shown in per cent).
     """
 
@@ -60,7 +60,7 @@ class ResultKey:
     column: str | None = None
     fmt: str = "{:.3f}"
     better: str | None = "lower"
-    order: int = 100
+    order: float = 100
     scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -147,6 +147,12 @@ class MetricSpec:
     always_reported: bool = True
     #: Runs in every evaluation (False: only when ``eval.metrics`` names it).
     default: bool = True
+    #: Its keys name the feature space where the space asks for it (``fd_dinov2``): a metric of the features.
+    #: False for a metric that exists in one space only (CMMD, on CLIP embeddings).
+    space_named: bool = True
+
+    def space_keyed(self) -> bool:
+        return self.space_named and "features" in self.needs
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.needs) - NEEDS)
@@ -204,10 +210,39 @@ def metric_spec(name: str) -> MetricSpec:
     return _METRICS[name]
 
 
+def space_key(key: str, suffix: str | None) -> str:
+    """``key`` in a feature space that names its keys: ``fid`` -> ``fd_dinov2``, ``kid_mean`` -> ``kid_mean_dinov2``."""
+    if not suffix:
+        return key
+    return f"fd_{suffix}" if key == "fid" else f"{key}_{suffix}"
+
+
+def in_space(spec: MetricSpec, values: dict[str, Any], suffix: str | None) -> dict[str, Any]:
+    """``values`` of ``spec`` under the keys of a space with ``suffix`` (unchanged for metrics not keyed by space)."""
+    if not suffix or not spec.space_keyed():
+        return values
+    return {space_key(k, suffix): v for k, v in values.items()}
+
+
+def _space_suffixes() -> list[str]:
+    from evaluation.features import feature_space_names, feature_space_spec
+
+    return [s for s in (feature_space_spec(n).key_suffix for n in feature_space_names() if n != "auto") if s]
+
+
+def _space_variant(key: ResultKey, suffix: str) -> ResultKey:
+    column = None if key.column is None else f"{'FD' if key.key == 'fid' else key.column} ({suffix})"
+    log_name = None if key.log_name is None else f"val/{space_key(key.key, suffix)}"
+    return ResultKey(space_key(key.key, suffix), log_name, column, key.fmt, key.better, key.order + 0.5, key.scale)
+
+
 def result_keys() -> list[ResultKey]:
-    """Every registered result key, in column order."""
+    """Every registered result key, and its variant in each feature space that names its keys, in column order."""
     _load_builtins()
-    return sorted(_RESULT_KEYS.values(), key=lambda k: k.order)
+    keys = list(_RESULT_KEYS.values())
+    for suffix in _space_suffixes():
+        keys += [_space_variant(k, suffix) for spec in _METRICS.values() if spec.space_keyed() for k in spec.keys]
+    return sorted(keys, key=lambda k: k.order)
 
 
 def log_names() -> dict[str, str]:

@@ -112,7 +112,9 @@ def test_frechet_distance_of_a_folder_with_itself_is_zero(tmp_path, monkeypatch,
     )
     same = evaluate(cfg)
     assert same["features"] == space and same["num_samples"] == 6
-    assert same["fid"] == pytest.approx(0.0, abs=1e-3) and same["is_mean"] is None
+    # the new spaces name their keys (fd_dinov2, kid_mean_clip, ...); no plain "fid" is reported there
+    assert same[f"fd_{space}"] == pytest.approx(0.0, abs=1e-3) and same["is_mean"] is None and "fid" not in same
+    assert same[f"precision_{space}"] == pytest.approx(1.0) and same[f"recall_{space}"] == pytest.approx(1.0)
     # a resizing space compares images of another size with the reference (random weights barely
     # see the pixels, so only the comparison itself is checked here)
     if space == "dinov2":

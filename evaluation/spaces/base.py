@@ -44,6 +44,9 @@ class FeatureSpaceSpec:
         errors: ``cfg -> [message]``, the problems found before any work (weights missing, bad option),
             one message each naming the key, the value and what is allowed; ``cfg`` is the ``eval`` mapping.
         description: one line for docs and ``--help``.
+        key_suffix: where set, the space names the result keys of its feature metrics (``fid`` -> ``fd_dinov2``,
+            ``kid_mean`` -> ``kid_mean_dinov2``, ...), so numbers of different spaces never share a key; None keeps
+            the plain keys (``fid`` for Inception, as published, and for genbench's classifier and raw spaces).
     """
 
     name: str
@@ -53,6 +56,7 @@ class FeatureSpaceSpec:
     build: Callable[[Any, Any, torch.device], FeatureSpace]
     errors: Callable[[Any], list[str]]
     description: str
+    key_suffix: str | None = None
 
 
 _REGISTRY: dict[str, FeatureSpaceSpec] = {}

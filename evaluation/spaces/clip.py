@@ -157,4 +157,5 @@ SPEC = FeatureSpaceSpec(
     build=_build,
     errors=settings_errors,
     description="OpenAI CLIP image embeddings, L2-normalised (CMMD's space); eval.clip.model: ViT-L-14-336|ViT-B-32",
+    key_suffix="clip",
 )

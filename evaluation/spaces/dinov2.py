@@ -159,4 +159,5 @@ SPEC = FeatureSpaceSpec(
     build=_build,
     errors=settings_errors,
     description="DINOv2 ViT CLS token at 224 (Stein et al. 2023's FD_DINOv2); eval.dinov2.model: vits14|vitb14|vitl14|vitg14",
+    key_suffix="dinov2",
 )
