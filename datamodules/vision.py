@@ -9,6 +9,7 @@ offline alternative ``data=mnist5k``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -17,8 +18,9 @@ import torch
 import torchvision
 from torch import Tensor
 
-from datamodules.base import InMemoryDataModule
+from datamodules.base import DataConfig, InMemoryDataModule
 from genbench.errors import DatasetCorruptError, DatasetNotFoundError
+from genbench.schema import setting
 
 DEFAULT_ROOT = "~/.cache/genbench/data"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -52,25 +54,33 @@ class _CIFAR10Files(torchvision.datasets.CIFAR10):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
+@dataclass
+class TorchvisionConfig(DataConfig):
+    """The settings of the torchvision data sets (``data=mnist``, ``data=fashion_mnist``, ``data=cifar10``)."""
+
+    root: str = setting(DEFAULT_ROOT, allowed="the path of a directory", doc="directory holding (or receiving) the files")
+    download: bool = setting(True, doc="let torchvision download missing files (online only)")
+
+
 class TorchvisionDataModule(InMemoryDataModule):
     """A torchvision image data set held in memory as ``uint8``.
 
     Args:
-        root: directory holding (or receiving) the data set files.
-        download: let torchvision download missing files.
-        **kwargs: see :class:`~datamodules.base.InMemoryDataModule`.
+        **settings: :class:`TorchvisionConfig`'s (``root``: directory holding or receiving the files;
+            ``download``: let torchvision download missing files; and the shared ones of
+            :class:`~datamodules.base.DataConfig`).
     """
 
     name = "torchvision"
     title = ""  # the data set's name in messages
     dataset_cls: Any = None
     folder: str = ""
+    config_type = TorchvisionConfig
 
-    def __init__(self, root: str = DEFAULT_ROOT, download: bool = True, **kwargs: Any):
-        kwargs.setdefault("kind", "image")
-        super().__init__(**kwargs)
-        self.root = Path(os.path.expanduser(str(root)))
-        self.download = bool(download)
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        self.root = Path(os.path.expanduser(str(self.hp.root)))
+        self.download = bool(self.hp.download)
 
     def _open(self, train: bool, download: bool):
         return self.dataset_cls(str(self.root), train=train, download=download)
@@ -128,17 +138,11 @@ class TorchvisionDataModule(InMemoryDataModule):
             x = x.permute(0, 3, 1, 2)
         return x.to(torch.uint8).contiguous(), torch.as_tensor(ds.targets).long()
 
-
     @classmethod
-    def config_errors(cls, cfg: Any) -> list[str]:
-        errors = super().config_errors(cfg)
+    def rule_errors(cls, cfg: Any) -> list[str]:
+        """An empty ``root`` would be the working directory: refused like a non-string."""
         root = cfg.get("root", DEFAULT_ROOT)
-        if not isinstance(root, str) or not root.strip():
-            errors.append(f"data.root={root!r}: must be the path of a directory")
-        download = cfg.get("download", True)
-        if not isinstance(download, bool):
-            errors.append(f"data.download={download!r}: must be true or false")
-        return errors
+        return [f"data.root={root!r}: must be the path of a directory"] if isinstance(root, str) and not root.strip() else []
 
 
 class MNISTDataModule(TorchvisionDataModule):

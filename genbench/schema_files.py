@@ -59,6 +59,19 @@ def typed_configs() -> dict[str, tuple[type, str, dict[str, Any]]]:
     # Every family's sampling options, null = the model's own default, so that eval.sample_kwargs.steps=50 works on
     # the command line whatever the family (families ignore the options they do not have).
     out["eval"] = (EvalConfig, "The evaluation's settings (eval=default).", {"sample_kwargs": options})
+    out.update(data_configs())
+    return out
+
+
+def data_configs() -> dict[str, tuple[type, str, dict[str, Any]]]:
+    """``data/<name>`` -> (typed config, title, {}) for every data set of ``conf/data/`` (its ``_target_``'s config)."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    out = {}
+    for path in sorted((ROOT / "conf" / "data").glob("*.yaml")):
+        cls = get_class(OmegaConf.load(path)["_target_"])
+        out[f"data/{path.stem}"] = (cls.config_type, f"The settings of data={path.stem} ({cls.__name__}).", {})
     return out
 
 

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from datamodules.mnist5k import MNIST5kDataModule
 from datamodules.toy2d import GridDataModule, RingsDataModule
 from datamodules.vision import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
-from genbench.errors import DatasetNotFoundError
+from genbench.errors import ConfigError, DatasetNotFoundError
 from tests.conftest import compose_config
 
 
@@ -104,6 +104,37 @@ def test_ring_and_grid_centres_by_hand():
     assert torch.allclose(rings.centers.norm(dim=1), torch.full((8,), 2.0))
     grid = GridDataModule()
     assert sorted(set(grid.centers[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+
+
+# --- typed configs: the constructors take the settings, fill in the defaults, refuse bad ones ---------------
+
+
+def test_constructors_fill_in_the_typed_defaults():
+    """A data module built in Python and one built from conf/data agree: the defaults are the dataclass's."""
+    rings, grid, digits = RingsDataModule(), GridDataModule(), MNIST5kDataModule()
+    assert (rings.kind, rings.batch_size, rings.n_train, rings.n_val, rings.std) == ("points", 256, 50_000, 10_000, 0.02)
+    assert (grid.kind, grid.batch_size, grid.std, len(grid.centers)) == ("points", 256, 0.05, 25)
+    assert (digits.kind, digits.batch_size, digits.val_fraction, digits.expected_shape) == ("image", 128, 0.1, None)
+    cifar = CIFAR10DataModule(download=False, name="cifar10", shape=[3, 32, 32])  # name: the configs' label, accepted
+    assert (cifar.kind, cifar.download, cifar.expected_shape, cifar.root.name) == ("image", False, (3, 32, 32), "data")
+    assert len(RingsDataModule(n_modes=3, radius=1.0).centers) == 3
+
+
+def test_constructor_refuses_unknown_and_bad_settings():
+    with pytest.raises(ConfigError) as e:
+        RingsDataModule(n_modes=0, spacing=2.0, batch_size=True)
+    allowed = ["batch_size", "kind", "n_modes", "n_train", "n_val", "num_workers", "radius", "shape", "split_seed", "std"]
+    assert e.value.problems == [
+        f"data.spacing: not a setting of RingsDataModule; allowed: {allowed}",
+        "data.batch_size=True: must be an integer >= 1",
+        "data.n_modes=0: must be an integer >= 1",
+    ]
+    assert MNIST5kDataModule.config_errors({"val_fraction": 1.0, "kind": "video"}) == [
+        "data.kind='video': must be 'image' or 'points'",
+        "data.val_fraction=1.0: must be a number in the open interval (0, 1)",
+    ]
+    assert MNISTDataModule.config_errors({"root": " ", "download": "maybe"}) == [
+        "data.download='maybe': must be true or false", "data.root=' ': must be the path of a directory"]  # fmt: skip
 
 
 # --- torchvision loaders on files written in the real on-disk formats -----------------------

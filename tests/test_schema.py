@@ -39,6 +39,28 @@ def test_composed_model_config_takes_the_typed_defaults(family):
                 assert cfg[key] == value, (family, data, key)
 
 
+@pytest.mark.parametrize("data", sorted(rel.split("/")[1] for rel in typed_configs() if rel.startswith("data/")))
+def test_composed_data_config_takes_the_typed_defaults(data):
+    """conf/data/<data>.yaml names the data set and its shape; every other setting is the dataclass default,
+    and the data module built from the config holds the same typed config as one built in Python."""
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    from genbench.schema_files import ROOT
+
+    own = set(OmegaConf.load(ROOT / "conf" / "data" / f"{data}.yaml")) - {"defaults"}
+    assert own == {"_target_", "name", "shape"}, data
+    node = compose_config([f"data={data}"]).data
+    cls = typed_configs()[f"data/{data}"][0]
+    assert get_class(node._target_).config_type is cls
+    for key, value in defaults(cls).items():
+        if key != "shape":
+            assert node[key] == value, (data, key)
+    if data in ("mnist5k", "rings", "grid"):  # no files needed
+        built = instantiate(node).hp
+        assert built == cls(**{**defaults(cls), "shape": list(node.shape)})
+
+
 @dataclasses.dataclass
 class Example:
     count: int = setting(3, ge=1, doc="a count")
