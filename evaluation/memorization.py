@@ -134,13 +134,14 @@ def _authentic_share(d1: Tensor, idx1: Tensor, radii: Tensor) -> float:
 
 def memorization_metrics(train: Tensor, heldout: Tensor, fake: Tensor, threshold: float = COPY_RATIO_THRESHOLD,
                          num_cells: int = CT_NUM_CELLS, min_generated: int = CT_MIN_GENERATED,
-                         seed: int = 0) -> dict[str, float]:  # fmt: skip
+                         seed: int = 0, notes: list[str] | None = None) -> dict[str, float | None]:  # fmt: skip
     """Every memorization metric of ``fake`` against ``train``, and the held-out control, sharing the searches.
 
     Returns:
         ``copy_rate``, ``authenticity`` (of the generated samples), ``copy_rate_heldout``,
         ``authenticity_heldout`` (of the held-out split: what real novel data score) and ``ct``
-        (:func:`data_copying_ct`; the held-out split is its control by construction).
+        (:func:`data_copying_ct`; the held-out split is its control by construction). With ``notes`` given, a
+        C_T that is undefined for so few samples is None and the reason is appended to ``notes``; else it raises.
     """
     if not 0 < threshold <= 1:
         raise ValueError(f"copy_rate: threshold={threshold} must be in (0, 1]")
@@ -150,7 +151,13 @@ def memorization_metrics(train: Tensor, heldout: Tensor, fake: Tensor, threshold
         d, idx = nearest_neighbors(x, train, 2)
         out["copy_rate" + name] = float((_ratio(d) < threshold).double().mean())
         out["authenticity" + name] = _authentic_share(d[:, 0], idx[:, 0], radii)
-    out["ct"] = data_copying_ct(train, heldout, fake, num_cells=num_cells, min_generated=min_generated, seed=seed)
+    try:
+        out["ct"] = data_copying_ct(train, heldout, fake, num_cells=num_cells, min_generated=min_generated, seed=seed)
+    except ValueError as e:
+        if notes is None:
+            raise
+        out["ct"] = None
+        notes.append(str(e))
     return out
 
 

@@ -310,7 +310,7 @@ class MemorizationState(CollectingState):
     def compute_from(self, fake: Tensor) -> dict[str, Any]:
         train = self.ctx.split_features("train")
         heldout = self.ctx.split_features("val")
-        return memorization_metrics(train, heldout, fake, seed=self.ctx.cfg.metric_seed)
+        return memorization_metrics(train, heldout, fake, seed=self.ctx.cfg.metric_seed, notes=self.ctx.notes)
 
 
 def build_memorization(ctx: MetricContext) -> MemorizationState | None:

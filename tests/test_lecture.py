@@ -19,6 +19,8 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
+    from genbench.lecture import default_families
+
     out = tmp_path / "lecture"
     tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32", "eval.every_n_steps=2",
             "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false", *SMALL_UNET]
@@ -30,7 +32,10 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     for name in REPORT_FILES[3:]:
         assert f"]({name})" in report, f"{name} not in report.md"
     groups = group_records(load_records([out]))
-    assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings", "grid") for f in ("gan", "vae", "ddpm")}
+    assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings", "grid") for f in default_families()}
+    # memorization of the training digits is scored for every family and tabulated, next to the nearest-image figure
+    assert "copy rate ↓" in report and "authenticity ↑" in report and "C_T ↑" in report
+    assert "![nearest_training](nearest_training.png)" in report
     # one W&B group per data set, one offline run per job, plus the report run
     images = sorted((out / "images").glob("*/results.json"))
     assert len(images) == 3
