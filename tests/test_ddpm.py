@@ -20,6 +20,7 @@ from models.ddpm import DDPM
 from models.ema import EMA
 from models.nets.time_mlp import TimeMLP
 from models.nets.unet import UNet
+from models.registry import family_specs
 from tests.conftest import compose_config, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -380,7 +381,8 @@ def test_ddpm_learns_rings_in_a_short_run(tiny_config, tmp_path):
 def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_runs(tiny_config, tmp_path):
     """conf/eval_family/ddpm.yaml: a 100-step chain and the bound on 50 examples, unless overridden;
     genbench-evaluate samples a checkpoint as its training run did."""
-    assert compose_config(["model=vae"]).eval.sample_kwargs == {"sampler": None, "steps": None, "eta": None, "spacing": None}
+    every_option = {o: None for spec in family_specs() for o in spec.sample_options}  # every family's, unset
+    assert compose_config(["model=vae"]).eval.sample_kwargs == every_option
     assert compose_config(["model=vae"]).eval.nll_samples == 500
     cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "eval.final=true", "eval.num_samples=20")
     assert cfg.eval.sample_kwargs == {"sampler": None, "steps": 100, "eta": None, "spacing": None} and cfg.eval.nll_samples == 50

@@ -146,7 +146,8 @@ def test_make_lecture_prints_the_probe_first_and_gpu_check_is_a_target():
             recipes[target] = []
         elif line.startswith("\t") and target:
             recipes[target].append(line.strip())
-    assert recipes["lecture"] == ["$(BIN)/python benchmarks/speed_probe.py", "$(BIN)/genbench-lecture"]
+    assert recipes["lecture"] == ["$(BIN)/python benchmarks/speed_probe.py",
+                                  "$(BIN)/genbench-lecture $(if $(FAMILIES),--families $(FAMILIES))"]
     assert recipes["gpu-check"] == ["$(BIN)/python benchmarks/gpu_check.py"]
     phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
     assert "gpu-check" in phony.split()
