@@ -31,7 +31,7 @@ lecture: $(STAMP)
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
 # One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time
 # slices. bench-quick (CI-sized, < 5 min on 2 CPU cores) writes *_quick.json and leaves docs/performance.md
-# alone; bench runs the full sizes (~44 min on 2 CPU cores) and re-renders the tables in docs/performance.md.
+# alone; bench runs the full sizes (~65 min on 2 CPU cores) and re-renders the tables in docs/performance.md.
 # InceptionV3 is compared with the weights file INCEPTION_WEIGHTS=/path/pt_inception-2015-12-05.pth,
 # else with random weights (the same cost; the timing is valid, the metrics' values mean nothing).
 BENCH_ARGS ?= --threads 1
@@ -44,6 +44,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/flops.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/sampling_vs_diffusers.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/eval_vs_cleanfid.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/feature_cost.py
 	$(BIN)/python benchmarks/render_docs.py
 
 bench-quick: $(STAMP)
@@ -52,6 +55,9 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/sampling.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/flops.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/sampling_vs_diffusers.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/eval_vs_cleanfid.py --quick $(BENCH_ARGS)
+	$(BIN)/python benchmarks/feature_cost.py --quick
 
 # One GPU, at most 8 minutes: bf16-mixed + compile vs fp32 loss curves, MFU, evaluator images/s, 2-GPU DDP;
 # writes benchmarks/results/gpu_check.json. Without CUDA it says "skipped: no CUDA device" and exits 0.

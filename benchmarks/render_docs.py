@@ -25,7 +25,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import RECORD_VERSION  # noqa: E402
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-BENCHMARKS = ("train_overhead", "eval_throughput", "sampling", "scaling", "flops")
+BENCHMARKS = ("train_overhead", "eval_throughput", "eval_vs_cleanfid", "sampling", "sampling_vs_diffusers", "scaling",
+              "flops", "feature_cost")  # fmt: skip
+#: Benchmarks whose script renders its own rows: name -> (targets-table rows, lines after the tables)
+SELF_RENDERED = {"eval_vs_cleanfid": ("target_rows", None), "sampling_vs_diffusers": ("target_rows", None),
+                 "feature_cost": (None, "detail_lines")}  # fmt: skip
 
 
 def load_records(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -189,6 +193,7 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                              f"n = {c['num_samples']})",
                              fids + extra,
                              f"≤ {t['fid_ratio_target']:.2f}× (or ≤ real samples)", _met(t["fid_met"][data][eta])))  # fmt: skip
+    rows += _self_rendered(r, 0, ("eval_vs_cleanfid", "sampling_vs_diffusers"))
     if "scaling" in r:
         rec = r["scaling"]
         e, m = rec["eval_time"], rec["peak_memory"]
@@ -256,6 +261,7 @@ def detail_tables(r: dict[str, dict[str, Any]]) -> list[str]:
                 "| family | " + " | ".join(str(b) for b in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]  # fmt: skip
         for fam, d in tb.items():
             out.append(f"| {fam.upper()} | " + " | ".join(_n(_med(d[str(b)])) if str(b) in d else "—" for b in sizes) + " |")
+    out += _self_rendered(r, 1, ("feature_cost",))
     if "train_overhead" in r:
         rec = r["train_overhead"]
         gpu = next(iter(rec["gpu_options"].values()), {})
@@ -267,6 +273,18 @@ def detail_tables(r: dict[str, dict[str, Any]]) -> list[str]:
                     "|---" * (len(gpu) + 1) + "|"]  # fmt: skip
             for fam, g in rec["gpu_options"].items():
                 out.append(f"| {fam.upper()} | " + " | ".join("skipped" if v.get("skipped") else _x(v["speedup"]) for v in g.values()) + " |")
+    return out
+
+
+def _self_rendered(r: dict[str, dict[str, Any]], part: int, names: tuple[str, ...]) -> list[Any]:
+    """Rows (``part`` 0) or lines (1) that the scripts of ``names`` render from their own records."""
+    import importlib
+
+    out: list[Any] = []
+    for name in names:
+        fn = SELF_RENDERED[name][part]
+        if name in r and fn:
+            out += getattr(importlib.import_module(f"benchmarks.{name}"), fn)(r[name])
     return out
 
 

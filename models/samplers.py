@@ -184,14 +184,46 @@ class DDIMSampler(Sampler):
 
     def iterate(self, eps_fn, schedule, x_T, steps, generator=None, clip=None):
         timesteps = self.timesteps(schedule, steps)
+        coefficients = ddim_coefficients(schedule, timesteps, self.eta, x_T.dtype)
         x = x_T
         for i in reversed(range(steps)):
-            t = _timestep(timesteps[i], x)
-            eps = eps_fn(x, t)
-            t_prev = timesteps[i - 1] if i > 0 else -1  # −1: ᾱ = 1, the clean data
+            eps = eps_fn(x, _timestep(timesteps[i], x))
             z = _randn_like(x, generator) if self.eta > 0 else None
-            x = schedule.ddim_step(eps, t, t_prev, x, self.eta, z, clip)
+            # NoiseSchedule.ddim_step from t = τ_i to τ_{i−1} (−1: ᾱ = 1, the clean data), on the same
+            # values in the same order, so the samples are bitwise those of ddim_step
+            c_x, c_eps, c_x0, c_dir, sigma = coefficients[i]
+            scaled = c_x * x
+            x0 = scaled - c_eps * eps  # x̂_0 (eq. 4 solved for x_0)
+            if clip is not None:
+                x0 = x0.clamp(*clip)
+                eps = (scaled - x0) / c_eps  # ε of the clipped x̂_0
+            x = c_x0 * x0 + c_dir * eps  # eq. 12
+            if self.eta > 0:
+                x = x + sigma * z
             yield x
+
+
+def ddim_coefficients(schedule: NoiseSchedule, timesteps: list[int], eta: float, dtype: torch.dtype) -> list[list[float]]:
+    """Per step i (from τ_i to τ_{i−1}, τ_{−1} = −1): 1/√ᾱ_t, √(1/ᾱ_t − 1), √ᾱ_prev, √(1 − ᾱ_prev − σ²), σ.
+
+    Computed once per chain, for all steps together, as :meth:`NoiseSchedule.ddim_step` computes them
+    (float32 buffers cast to ``dtype``, eq. 16 in ``dtype``), and read as Python numbers: the loop then
+    pays only the image-sized operations, not ~20 small tensor ops per step (a product with a Python
+    number equals the product with the same value in a tensor, bit for bit).
+    """
+    def at(buffer: Tensor, t: Tensor) -> Tensor:
+        return buffer[t].to(dtype)
+
+    device = schedule.alphas_cumprod.device
+    t = torch.tensor(timesteps, device=device, dtype=torch.long)
+    t_prev = torch.tensor([-1, *timesteps[:-1]], device=device, dtype=torch.long)
+    a_t = at(schedule.alphas_cumprod, t)
+    ones = torch.ones_like(schedule.alphas_cumprod[:1])
+    a_prev = torch.where(t_prev >= 0, schedule.alphas_cumprod[t_prev.clamp(min=0)], ones).to(dtype)  # ᾱ_{−1} := 1
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()  # eq. 16
+    rows = [at(schedule.sqrt_recip_alphas_cumprod, t), at(schedule.sqrt_recipm1_alphas_cumprod, t),
+            a_prev.sqrt(), (1 - a_prev - sigma**2).clamp(min=0).sqrt(), sigma]  # fmt: skip
+    return torch.stack(rows, 1).tolist()
 
 
 # --- ODE solvers ------------------------------------------------------------------------------------

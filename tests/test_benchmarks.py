@@ -13,9 +13,12 @@ from benchmarks import (
     RECORD_VERSION,
     common,
     eval_throughput,
+    eval_vs_cleanfid,
+    feature_cost,
     flops,
     render_docs,
     sampling,
+    sampling_vs_diffusers,
     scaling,
     train_overhead,
 )
@@ -210,10 +213,98 @@ def test_eval_throughput_record(one_thread, records):
     assert rec["inception"].get("skipped") or "seconds" in rec["inception"]
 
 
+def test_sampling_vs_diffusers_record(one_thread, records):
+    out = records / "sampling_vs_diffusers_quick.json"
+    argv = ["--quick", "--batches", "1", "2", "--ddim-steps", "3", "--dpm-steps", "3", "--out", str(out)]
+    assert sampling_vs_diffusers.main(argv) == 0
+    rec = _read(out, "sampling_vs_diffusers")
+    assert set(rec["against_diffusers"]) == {"ddim-3", "dpmpp_2m-3"}
+    for d in rec["against_diffusers"].values():
+        assert d["nfe"] == 3
+        for b in ("batch_1", "batch_2"):
+            _clocks_ok(d[b]["images_per_s_by_clock"]["genbench"])
+            assert d[b]["ratio"] == d[b]["ratio_by_clock"]["cpu"] and d[b]["met"] == (d[b]["ratio"] >= 1.0)
+    # the same solver on the same x_T: DPM-Solver++ agrees sample by sample (a random UNet: x̂_0 of scale
+    # 1/√ᾱ_T ≈ 150, float32 against float64 coefficients); DDIM's steps end 20 or 21 lower in diffusers
+    dpm = rec["against_diffusers"]["dpmpp_2m-3"]["batch_2"]
+    assert dpm["max_abs_diff"] <= 1e-5 * max(dpm["max_abs"], 1.0)
+    for fam in ("gan", "vae", "ddpm"):
+        o = rec["overhead"][fam]
+        assert o["batch_1"]["same_samples"] and o["batch_2"]["same_samples"]  # sample() computes what the bare calls do
+        _clocks_ok(o["batch_2"]["ms_per_call_by_clock"]["sample"])
+        assert o["met"] == (o["batch_2"]["sample_over_bare"] <= 1 / sampling_vs_diffusers.OVERHEAD_TARGET)
+
+
+def test_ddim_sampler_is_bitwise_ddim_step(one_thread):
+    """The DDIM sampler's precomputed coefficients give exactly the chain of NoiseSchedule.ddim_step
+    (float32 and float64, clipped or not, η = 0 and η > 0): the speed-up changes no sample."""
+    import torch
+
+    from models.diffusion import NoiseSchedule
+    from models.samplers import make_sampler
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    eps_fn = lambda x, t: conv(x.float()).to(x.dtype) + t.view(-1, 1, 1, 1).to(x.dtype) / 1000  # noqa: E731
+    for schedule, steps, spacing in ((NoiseSchedule.linear(), 20, "linear"), (NoiseSchedule.linear(T=30), 30, "linear"),
+                                     (NoiseSchedule.linear(), 7, "karras")):  # fmt: skip
+        tau = schedule.timesteps(steps, spacing).tolist()
+        for dtype, eta, clip in ((torch.float32, 0.0, None), (torch.float32, 1.0, (-1.0, 1.0)), (torch.float64, 0.5, (-1.0, 1.0))):
+            x_T = torch.randn(3, 1, 6, 6, dtype=dtype)
+            g = torch.Generator().manual_seed(1)
+            with torch.no_grad():
+                ours = make_sampler("ddim", eta=eta, spacing=spacing).sample(eps_fn, schedule, x_T, steps, g, clip)
+                x, g = x_T, torch.Generator().manual_seed(1)
+                for i in reversed(range(steps)):
+                    t = torch.full((3,), tau[i])
+                    z = torch.randn(x.shape, generator=g).to(dtype) if eta > 0 else None
+                    x = schedule.ddim_step(eps_fn(x, t), t, tau[i - 1] if i else -1, x, eta, z, clip)
+            assert torch.equal(ours, x), (steps, spacing, dtype, eta, clip)
+
+
+def test_feature_cost_record(one_thread, records):
+    out = records / "feature_cost_quick.json"
+    argv = ["--quick", "--spaces", "raw", "classifier", "dinov2-vits14", "--batch-scale", "0.01",
+            "--thread-counts", "1", "2", "--out", str(out)]  # fmt: skip
+    assert feature_cost.main(argv) == 0
+    rec = _read(out, "feature_cost")
+    s = rec["spaces"]
+    assert {"raw", "classifier", "dinov2-vits14"} <= set(s)
+    assert s["dinov2-vits14"]["feature_dim"] == 384 and s["classifier"]["feature_dim"] == 128 and s["raw"]["feature_dim"] == 2
+    assert 21e6 < s["dinov2-vits14"]["parameters"] < 23e6  # ViT-S/14: 22 M
+    for v in ("raw", "classifier", "dinov2-vits14"):
+        _summary_ok(s[v]["images_per_s"]["threads_2"])
+        assert s[v]["speedup_2_vs_1_threads"] > 0
+    assert all(name in rec["registered"] for name in ("raw", "classifier", "inception", "dinov2", "clip"))
+
+
+@pytest.mark.slow  # ~50 s: InceptionV3 at 299 x 299 on both sides and clean-fid's 2048 x 2048 matrix square root
+def test_eval_vs_cleanfid_record(one_thread, records):
+    out = records / "eval_vs_cleanfid_quick.json"
+    assert eval_vs_cleanfid.main(["--quick", "--n", "6", "--out", str(out)]) == 0
+    rec = _read(out, "eval_vs_cleanfid")
+    c = rec["inception"]
+    assert c["fid_rel_diff"] < 1e-3  # the same extractor and resize: the same FID as clean-fid
+    _clocks_ok(c["seconds"]["genbench"])
+    assert c["speedup_met"] == (c["speedup_vs_fastest_clean_fid"] >= 1.2)
+
+
+def test_clean_fid_cannot_download_in_the_benchmark():
+    fid = pytest.importorskip("cleanfid.fid")
+    with eval_vs_cleanfid.clean_fid_offline():
+        with pytest.raises(RuntimeError, match="tried to download or build its own network"):
+            fid.compute_fid(".", ".", mode="clean", device="cpu", verbose=False)  # its Inception: refused
+    assert fid.build_feature_extractor.__name__ == "build_feature_extractor"  # restored
+
+
 def test_render_docs_between_markers(one_thread, records, tmp_path):
     _train_overhead_record(records)  # the records the other tests of this module wrote, at least this one
     table = render_docs.render(render_docs.load_records(records))
     assert "| measurement | result | target |" in table and "train_overhead_quick.json" in table
+    if (records / "sampling_vs_diffusers_quick.json").is_file():  # written by the tests above when run together
+        assert "Sampling vs diffusers, DDIM-3" in table and "Per-call overhead, GAN" in table
+    if (records / "feature_cost_quick.json").is_file():
+        assert "| dinov2-vits14 | 21.6 M | 384 |" in table
     page = tmp_path / "performance.md"
     page.write_text(f"# x\n\n## Measured\n\n{render_docs.START}\nPREVIOUS-TABLE\n{render_docs.END}\n\n## Notes\n")
     assert render_docs.main(["--results", str(records), "--page", str(page)]) == 0
