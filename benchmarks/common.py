@@ -15,10 +15,12 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +382,19 @@ def build(family: str, overrides: list[str] = (), seed: int = 0):
     dm = instantiate(cfg.data)
     dm.setup()
     return model, dm, cfg
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "genbench-bench-") -> Iterator[Path]:
+    """A temporary folder for a benchmark's files, removed after; ``GENBENCH_CACHE`` (which the benchmark may
+    point into it, for cold caches) is restored on exit."""
+    saved = os.environ.get("GENBENCH_CACHE")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if saved is None:
+            os.environ.pop("GENBENCH_CACHE", None)
+        else:
+            os.environ["GENBENCH_CACHE"] = saved
+        shutil.rmtree(tmp, ignore_errors=True)

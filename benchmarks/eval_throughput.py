@@ -38,7 +38,6 @@ import io
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -328,12 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     args.n = args.n or (200 if args.quick else 4500)
     args.inception_n = args.inception_n if args.inception_n is not None else (0 if args.quick else 100)
     args.repeats = args.repeats or (2 if args.quick else 3)
-    saved_cache = os.environ.get("GENBENCH_CACHE")
 
     from datamodules.mnist5k import MNIST5kDataModule
 
-    tmp = Path(tempfile.mkdtemp(prefix="genbench-bench-"))
-    try:
+    with common.scratch_dir() as tmp:  # a private GENBENCH_CACHE may be set inside; restored after
         dm = MNIST5kDataModule(kind="image", shape=[1, 28, 28])
         real = dm.real_samples("val")  # the 500 held-out digits, the reference of data=mnist5k
         fake = dm.real_samples("train")[torch.randperm(4500, generator=torch.Generator().manual_seed(0))[: args.n]]
@@ -363,12 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         record["real_statistics_step"] = real_statistics_step(device, args.repeats, tmp)
         record["mnist5k_setup_s"] = data_setup_time(args.repeats)
         common.write_record(record, args)
-    finally:
-        if saved_cache is None:
-            os.environ.pop("GENBENCH_CACHE", None)
-        else:
-            os.environ["GENBENCH_CACHE"] = saved_cache
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

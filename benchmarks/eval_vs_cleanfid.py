@@ -27,10 +27,7 @@ must agree (the same features and resize: relative difference < 1e-3).
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     args.n = args.n or (8 if args.quick else 100)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.workers = args.workers or ([0] if args.quick else [12, 0])
-    saved_cache = os.environ.get("GENBENCH_CACHE")
     import cleanfid
 
     from datamodules.mnist5k import MNIST5kDataModule
 
-    tmp = Path(tempfile.mkdtemp(prefix="genbench-bench-"))
-    try:
+    with common.scratch_dir() as tmp:  # a private GENBENCH_CACHE may be set inside; restored after
         dm = MNIST5kDataModule(kind="image", shape=[1, 28, 28])
         real = dm.real_samples("val")[: args.n]
         fake = dm.real_samples("train")[torch.randperm(4500, generator=torch.Generator().manual_seed(0))[: args.n]]
@@ -177,12 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wall s: {sec}; genbench / fastest clean-fid images/s {c['speedup_vs_fastest_clean_fid']:.2f}x; "
               f"FID rel diff {c['fid_rel_diff']:.1e}", flush=True)  # fmt: skip
         common.write_record(record, args)
-    finally:
-        if saved_cache is None:
-            os.environ.pop("GENBENCH_CACHE", None)
-        else:
-            os.environ["GENBENCH_CACHE"] = saved_cache
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
