@@ -106,6 +106,19 @@ def _floors(o: dict[str, Any]) -> str:
     return text + f"; genbench over it {_x(o['genbench_vs_lightning_floor'], 3)}"
 
 
+#: Targets the performance issue retired, because they measure run-to-run noise rather than a cost: the VAE's
+#: training loop at 0.97x the bare loop on mnist5k, and a cached classifier-space re-run 10x faster than a cold one.
+#: Their measurements stay in the table, without a target.
+RETIRED = {("train_overhead", "vae", "mnist5k"), ("eval_throughput", "classifier", "rerun")}
+
+
+def _target(key: tuple[str, str, str], target: str, met: Any) -> tuple[str, str]:
+    """(target, verdict) of a row: retired targets and rows that are only reported have none."""
+    if key in RETIRED:
+        return "retired (noise)", "—"
+    return target, _met(met)
+
+
 def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     rows = []
     if "train_overhead" in r:
@@ -117,10 +130,11 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
             spread += _floors(o)
             data = f" on {o['data']}" if o.get("data", "mnist5k") != "mnist5k" else ""
             step = f", {o['bare_ms_per_step']:.1f} ms per bare step" if "bare_ms_per_step" in o else ""
+            toy = o.get("data", "mnist5k") != "mnist5k"  # the 2-D rows are reported, the target is on mnist5k
+            target = ("—", "reported") if toy else _target(("train_overhead", fam, "mnist5k"), f"≥ {o['target']}×", o["met"])
             rows.append((f"Training loop, {fam.upper()}{data} (batch {o['batch_size']}{step}): genbench `Trainer` / bare PyTorch",
                          f"{_n(_med(o['genbench_images_per_s']))} / {_n(_med(o['bare_images_per_s']))} img/s "
-                         f"({_clock(o.get('clock'))}) = {_x(o['ratio'], 3)}{spread}{wall}",
-                         f"≥ {o['target']}×", _met(o["met"])))  # fmt: skip
+                         f"({_clock(o.get('clock'))}) = {_x(o['ratio'], 3)}{spread}{wall}", *target))  # fmt: skip
     if "eval_throughput" in r:
         rec = r["eval_throughput"]
         n = rec["settings"]["generated_images"]
@@ -146,7 +160,7 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                          f"{_med(sec['genbench_cached']):.2f} s = {_x(s['cached_vs_cold_speedup'])} (the {n_gen} "
                          f"generated images are featurised; extracting features alone, that could save at most "
                          f"{n_real} of {n_gen + n_real} images' worth)",
-                         f"≥ {s['cache_target']:.0f}×", _met(s["cache_met"])))  # fmt: skip
+                         *_target(("eval_throughput", space, "rerun"), f"≥ {s['cache_target']:.0f}×", s["cache_met"])))  # fmt: skip
         rs = rec.get("real_statistics_step")
         if rs:
             sec = {k: v["wall"] for k, v in rs["seconds"].items()}
