@@ -385,10 +385,10 @@ def test_evaluation_defaults_are_the_familys_and_genbench_evaluate_reuses_the_ru
     assert compose_config(["model=vae"]).eval.sample_kwargs == every_option
     assert compose_config(["model=vae"]).eval.nll_samples == 500
     cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=2", "eval.final=true", "eval.num_samples=20")
-    assert cfg.eval.sample_kwargs == {"sampler": None, "steps": 100, "eta": None, "spacing": None} and cfg.eval.nll_samples == 50
+    assert cfg.eval.sample_kwargs == {**every_option, "steps": 100} and cfg.eval.nll_samples == 50
     assert tiny_config("model=ddpm", "eval.sample_kwargs.steps=null").eval.sample_kwargs.steps is None
     assert tiny_config("model=ddpm", "eval.sample_kwargs={sampler: ddim, steps: 20}").eval.sample_kwargs == {
-        "sampler": "ddim", "steps": 20, "eta": None, "spacing": None}
+        **every_option, "sampler": "ddim", "steps": 20}
     assert train(cfg)["eval"]["nfe"] == 100
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
 
