@@ -34,7 +34,7 @@ from evaluation.features import (
     to_uint8,
 )
 from evaluation.metrics import moments, real_cov_sqrt
-from evaluation.registry import Batch, MetricContext, build_metric, in_space, metric_spec, metric_specs
+from evaluation.registry import Batch, MetricContext, build_metric, in_space, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
@@ -181,29 +181,23 @@ class Evaluator:
 
         ref = DataReference(self.reference.datamodule, split)
         key = {**self.real_key(), "what": "split_features", "split": split, "n": ref.num_real}
-        entry, _ = TensorCache("real_stats").get_or_compute(key, lambda: {"features": self._features_of(ref)})
+        entry, _ = TensorCache("real_stats").get_or_compute(key, lambda: {"features": self._features_of(ref)[0]})
         return entry["features"]
 
     @torch.no_grad()
-    def _features_of(self, reference: Any) -> Tensor:
-        space, x, feats = self.prepare(), reference.samples(), []
+    def _features_of(self, reference: Any) -> tuple[Tensor, list[Tensor]]:
+        """(features, logits per batch; empty where the space has none) of every sample of ``reference``."""
+        space, x, feats, logits = self.prepare(), reference.samples(), [], []
         for i in range(0, len(x), self.cfg.batch_size):
             xb = x[i : i + self.cfg.batch_size].to(self.device)
-            feats.append(space(quantize(xb) if reference.is_image else xb)[0].float().cpu())
-        return torch.cat(feats)
-
-    @torch.no_grad()
-    def _compute_real(self) -> dict[str, Any]:
-        space = self.prepare()
-        x = self.reference.samples()
-        feats, logits = [], []
-        for i in range(0, len(x), self.cfg.batch_size):
-            xb = x[i : i + self.cfg.batch_size].to(self.device)
-            f, lg = space(quantize(xb) if self.reference.is_image else xb)
+            f, lg = space(quantize(xb) if reference.is_image else xb)
             feats.append(f.float().cpu())
             if lg is not None:
                 logits.append(lg.float().cpu())
-        features = torch.cat(feats)
+        return torch.cat(feats), logits
+
+    def _compute_real(self) -> dict[str, Any]:
+        features, logits = self._features_of(self.reference)
         s, cov_s, n = moments(features)
         entry = {"features": features, "sum": s, "cov_sum": cov_s, "n": n}
         if n >= 2:
@@ -259,7 +253,7 @@ class Evaluator:
             nll_samples=int(cfg.nll_samples if nll_samples is None else nll_samples),
             split_features=self.split_features if hasattr(ref, "datamodule") else None,
         )  # fmt: skip
-        states, skipped = {}, []
+        states, skipped = [], []  # (spec, state) of the metrics that apply; the specs of those that do not
         for spec in metric_specs():
             if not (spec.default or spec.name in cfg.metrics):
                 continue
@@ -267,8 +261,8 @@ class Evaluator:
             if state is None:
                 skipped.append(spec)
             else:
-                states[spec.name] = state
-        needs_samples = any("samples" in metric_spec(name).needs for name in states)
+                states.append((spec, state))
+        needs_samples = any("samples" in spec.needs for spec, _ in states)
 
         bs = cfg.batch_size
         n_batches = math.ceil(n / bs)
@@ -299,10 +293,10 @@ class Evaluator:
                         grid.append(x[: preview - shown].cpu())
                 features, logits = fake.features(start, size, x)
                 batch = Batch(features=features, logits=logits, samples=x)
-                for state in states.values():
+                for _, state in states:
                     state.update(batch)
             fake.store()
-            for state in states.values():
+            for _, state in states:
                 state.finish(source)
             seconds = self._max_over_ranks(elapsed)
 
@@ -311,8 +305,8 @@ class Evaluator:
         for spec in skipped:
             if spec.always_reported:
                 results.update(in_space(spec, {k.key: None for k in spec.keys}, suffix))
-        for name, state in states.items():
-            results.update(in_space(metric_spec(name), state.compute(), suffix))
+        for spec, state in states:
+            results.update(in_space(spec, state.compute(), suffix))
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
         results["card"] = evaluation_card(cfg, space, ref, source, n, ctx.num_real)
