@@ -180,22 +180,13 @@ def unet_loop(s: dict[str, Any], device: torch.device, compiled: bool):
     from hydra.utils import instantiate
 
     from benchmarks import flops
-    from benchmarks.train_overhead import BareLoop, bare_parts
+    from benchmarks.train_overhead import BareLoop, bare_parts, parts_step
 
     family, cfg = flops.config("ddpm_unet_cifar10", s["mfu_batch_size"], device)
     model = instantiate(cfg.model, _convert_="all")
     if compiled:
         model.net.compile()  # what model.compile=true does (GenerativeModule.setup)
-    parts = bare_parts(family, model, cfg, device)
-
-    def step(x: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):  # forward and loss only, as bf16-mixed does
-            loss = parts.loss(x)
-        parts.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parts.before_step()
-        parts.optimizer.step()
-        parts.after_step()
+    step = parts_step(bare_parts(family, model, cfg, device), autocast=(device.type, torch.bfloat16))  # as bf16-mixed
 
     x = torch.randint(0, 256, (4 * s["mfu_batch_size"], *model.data_shape), dtype=torch.uint8,
                       generator=torch.Generator().manual_seed(0))  # fmt: skip

@@ -32,6 +32,7 @@ genbench's EMA update against a bare ``torch._foreach_lerp_``, and, with CUDA on
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -253,21 +254,27 @@ def _optimizer_factory(model: Any, cfg: Any, device: torch.device,
     return lambda params, lr: model.make_optimizer(list(params), lr=lr, **kwargs)
 
 
+def parts_step(parts: Any, autocast: tuple[str, torch.dtype] | None = None) -> Callable[[Tensor], None]:
+    """One optimizer step of a one-optimizer family's :func:`bare_parts`; with ``autocast=(device type, dtype)``,
+    the forward and the loss run under autocast (what Lightning's ``bf16-mixed`` does)."""
+
+    def step(x: Tensor) -> None:
+        with torch.autocast(autocast[0], dtype=autocast[1]) if autocast is not None else contextlib.nullcontext():
+            loss = parts.loss(x)
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parts.before_step()
+        parts.optimizer.step()
+        parts.after_step()
+
+    return step
+
+
 def bare_step(family: str, model: Any, cfg: Any, device: torch.device, fused: bool | None = None) -> Callable[[Tensor], None]:
     """One hand-written training step of ``family`` on the networks of ``model`` (a private copy);
     the optimizer as in :func:`bare_parts`."""
     if family in ("vae", "ddpm"):
-        parts = bare_parts(family, model, cfg, device, fused)
-
-        def step(x: Tensor) -> None:
-            loss = parts.loss(x)
-            parts.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            parts.before_step()
-            parts.optimizer.step()
-            parts.after_step()
-
-        return step
+        return parts_step(bare_parts(family, model, cfg, device, fused))
 
     if family == "gan":
         return _gan_step(model, cfg, device, fused)
