@@ -15,6 +15,7 @@ from omegaconf import ListConfig
 from evaluation.classifier import ClassifierSettings
 from evaluation.features import feature_space_names, feature_space_spec
 from evaluation.spaces import clip, dinov2, inception
+from genbench.checks import is_number
 from genbench.devices import visible_cuda_gpus
 from genbench.errors import ConfigError
 from genbench.schema import check, setting
@@ -34,6 +35,15 @@ class EvalConfig:
                                    doc="generated samples of each evaluation during training")
     every_n_steps: int = setting(0, ge=0, hint="0 disables evaluation during training",
                                  doc="evaluation during training: every this many steps (0: never)")
+    at_fractions: list = setting([], doc="more evaluations during training, at these fractions (0 < f < 1) of the run's "
+                                         "planned steps (an images or FLOPs budget): with budget.kind=flops every family is "
+                                         "evaluated at the same training FLOPs")
+    snapshot_step: int | None = setting(None, ge=1, null="none",
+                                        doc="also evaluate with num_samples at this training step (results.json: "
+                                            "eval_snapshot); the lecture's equal-images table")
+    bootstrap: int = setting(200, ge=0, hint="0: no bootstrap intervals",
+                             doc="bootstrap resamples of the generated samples behind each metric's 95 % interval "
+                                 "(results.json: eval.ci), for a run with one seed")
     final: bool = setting(True, doc="evaluate with num_samples when training ends; the result goes into results.json")
     batch_size: int = setting(250, ge=1, doc="samples drawn (and featurised) per call")
     split: str = setting("val", choices=("train", "val"), allowed="'train' or 'val'",
@@ -96,6 +106,7 @@ class EvalConfig:
         errors += check(cls, cfg, "eval.", keys=[k for k in cls.__dataclass_fields__ if k not in ("features", "device")])
         errors += device_errors(cfg.get("device", "auto"))
         errors += metrics_errors(cfg.get("metrics", []))
+        errors += fractions_errors(cfg.get("at_fractions", []))
         kwargs = cfg.get("sample_kwargs") or {}
         if not hasattr(kwargs, "keys"):
             errors.append(f"eval.sample_kwargs={kwargs!r}: must be a mapping of keyword arguments of model.sample")
@@ -119,6 +130,14 @@ def metrics_errors(names: Any) -> list[str]:
     repeated = sorted({n for n in names if list(names).count(n) > 1})
     errors = [f"eval.metrics={list(names)!r}: {n!r} is not an opt-in metric; allowed: {optional}" for n in bad]
     return errors + [f"eval.metrics={list(names)!r}: {n!r} is named more than once" for n in repeated]
+
+
+def fractions_errors(fractions: Any) -> list[str]:
+    """``eval.at_fractions``: a list of numbers strictly between 0 and 1."""
+    if not isinstance(fractions, (list, tuple, ListConfig)):
+        return [f"eval.at_fractions={fractions!r}: must be a list of fractions of the planned steps, each 0 < f < 1"]
+    return [f"eval.at_fractions={list(fractions)!r}: {f!r} is not a number with 0 < f < 1"
+            for f in fractions if not (is_number(f) and 0 < f < 1)]
 
 
 def device_errors(device: Any) -> list[str]:
