@@ -19,8 +19,10 @@ from evaluation.evaluator import EvaluationError, Evaluator
 from evaluation.features import resolve_feature_space
 from evaluation.registry import logged_metrics
 from evaluation.sources import DataReference, ModelSource
+from genbench.io import atomic_write_bytes
 
 log = logging.getLogger("genbench.evaluation")
+SNAPSHOT_FILE = "eval_snapshot.json"
 
 class EvalCallback(L.Callback):
     """Runs the :class:`~evaluation.evaluator.Evaluator` on the model being trained.
@@ -46,6 +48,8 @@ class EvalCallback(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_start = time.perf_counter()
+        if trainer.global_step == 0 and trainer.is_global_zero:  # a fresh run: no snapshot of an earlier one
+            (self.run_dir / SNAPSHOT_FILE).unlink(missing_ok=True)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or self.evaluator is not None:
@@ -54,9 +58,21 @@ class EvalCallback(L.Callback):
         self.evaluator = Evaluator(self.cfg, reference, device=trainer.strategy.root_device)
         self.evaluator.prepare()  # trains the feature classifier now (cached), not in the middle of training
 
+    def eval_steps(self, trainer: L.Trainer) -> set[int]:
+        """Steps of the evaluations during training: every ``every_n_steps``-th (tested per step), and
+        ``at_fractions`` of the run's planned steps (an images or FLOPs budget sets ``trainer.max_steps``)."""
+        planned = trainer.max_steps
+        if not self.cfg.at_fractions or planned is None or planned <= 0:
+            return set()
+        return {max(1, round(f * planned)) for f in self.cfg.at_fractions} - {planned}
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step, every = trainer.global_step, self.cfg.every_n_steps
-        if every <= 0 or step == 0 or step % every or step == self._last_step:
+        if step == self._last_step or step == 0:
+            return
+        if step == self.cfg.snapshot_step and step != trainer.max_steps:  # the last step's is the final evaluation
+            self._snapshot(trainer, pl_module, step)
+        if not ((every > 0 and step % every == 0) or step in self.eval_steps(trainer)):
             return
         self._last_step = step
         started = time.perf_counter()
@@ -70,6 +86,23 @@ class EvalCallback(L.Callback):
         self.latest = logged_metrics(results)
         self._publish(trainer, results, step, f"step{step:06d}")
         self._append_history(trainer, step, results)
+
+    def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """The final evaluation's protocol at ``snapshot_step``, kept in ``eval_snapshot.json`` (a resumed
+        run finds it there) and put into ``results.json`` as ``eval_snapshot``."""
+        started = time.perf_counter()
+        try:
+            results = self._evaluate(pl_module, self.cfg.num_samples)
+        except EvaluationError as e:
+            log.warning("snapshot evaluation at step %d failed: %s", step, e)
+            results = {"error": str(e)}
+        finally:
+            self._eval_seconds += time.perf_counter() - started
+        self._write_snapshot(step, results)
+
+    @rank_zero_only
+    def _write_snapshot(self, step: int, results: dict[str, Any]) -> None:
+        atomic_write_bytes(self.run_dir / SNAPSHOT_FILE, json.dumps({"step": step, **results}, default=str).encode())
 
     @rank_zero_only
     def _append_history(self, trainer: L.Trainer, step: int, results: dict[str, Any]) -> None:
@@ -93,12 +126,18 @@ class EvalCallback(L.Callback):
         self.final_results = results
         self.latest = logged_metrics(results)
         self._publish(trainer, results, trainer.global_step, "final")
+        if trainer.global_step == self.cfg.snapshot_step:
+            self._write_snapshot(trainer.global_step, results)
 
     def add_results(self, results: dict[str, Any]) -> None:
-        """Into a ``results.json`` record: the final evaluation under ``eval``, the last logged ``val/*`` into ``metrics``."""
+        """Into a ``results.json`` record: the final evaluation under ``eval``, the last logged ``val/*`` into
+        ``metrics``, and the evaluation at ``snapshot_step`` under ``eval_snapshot``."""
         results.setdefault("metrics", {}).update(self.latest)
         if self.final_results is not None:
             results["eval"] = self.final_results
+        snapshot = self.run_dir / SNAPSHOT_FILE
+        if self.cfg.snapshot_step is not None and snapshot.is_file():
+            results["eval_snapshot"] = json.loads(snapshot.read_text())
 
     def _evaluate(self, pl_module: L.LightningModule, n: int, nll_samples: int | None = None) -> dict[str, Any]:
         assert self.evaluator is not None, "setup() builds the evaluator"
@@ -156,7 +195,7 @@ def build_eval_callback(cfg: Any) -> EvalCallback | None:
     if node is None:
         return None
     eval_cfg = EvalConfig.from_node(node)
-    if eval_cfg.every_n_steps <= 0 and not eval_cfg.final:
+    if eval_cfg.every_n_steps <= 0 and not eval_cfg.final and not eval_cfg.at_fractions and eval_cfg.snapshot_step is None:
         return None
     resolve_feature_space(eval_cfg.features, cfg.data.get("kind", "image") != "points")
     return EvalCallback(eval_cfg, cfg.run_dir)
