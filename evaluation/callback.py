@@ -59,12 +59,13 @@ class EvalCallback(L.Callback):
         self.evaluator.prepare()  # trains the feature classifier now (cached), not in the middle of training
 
     def eval_steps(self, trainer: L.Trainer) -> set[int]:
-        """Steps of the evaluations during training: every ``every_n_steps``-th (tested per step), and
-        ``at_fractions`` of the run's planned steps (an images or FLOPs budget sets ``trainer.max_steps``)."""
+        """Steps of the evaluations during training besides every ``every_n_steps``-th: ``at_fractions`` of
+        the run's planned steps (an images or FLOPs budget sets ``trainer.max_steps``) and the last step, so
+        that the curve ends with the same sample count as it runs (the final evaluation's is larger)."""
         planned = trainer.max_steps
         if not self.cfg.at_fractions or planned is None or planned <= 0:
             return set()
-        return {max(1, round(f * planned)) for f in self.cfg.at_fractions} - {planned}
+        return {max(1, round(f * planned)) for f in self.cfg.at_fractions} | {planned}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step, every = trainer.global_step, self.cfg.every_n_steps

@@ -21,7 +21,7 @@ def test_fractions_and_snapshot(tiny_config, tmp_path, one_thread):
     results = _run(tiny_config, tmp_path / "long", f"budget.value={IMAGES}", "eval.at_fractions=[0.25,0.5]",
                    "eval.snapshot_step=3")  # fmt: skip
     history = [json.loads(line) for line in (tmp_path / "long" / "eval_history.jsonl").read_text().splitlines()]
-    assert [h["step"] for h in history] == [2, 4]
+    assert [h["step"] for h in history] == [2, 4, 8]  # and the last step, at the same sample count
     assert results["steps"] == 8
     snapshot = results["eval_snapshot"]
     assert snapshot["step"] == 3 and snapshot["num_samples"] == 64
