@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sampling_vs_diffusers.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/eval_vs_cleanfid.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/feature_cost.py
+	$(BIN)/python benchmarks/fid_vs_nfe.py $(BENCH_ARGS) $(FID_VS_NFE_ARGS)
 	$(BIN)/python benchmarks/render_docs.py
 
 bench-quick: $(STAMP)
@@ -58,6 +59,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/sampling_vs_diffusers.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/eval_vs_cleanfid.py --quick $(BENCH_ARGS)
 	$(BIN)/python benchmarks/feature_cost.py --quick
+	$(BIN)/python benchmarks/fid_vs_nfe.py --quick --data rings $(BENCH_ARGS)
 
 # One GPU, at most 8 minutes: bf16-mixed + compile vs fp32 loss curves, MFU, evaluator images/s, 2-GPU DDP;
 # writes benchmarks/results/gpu_check.json. Without CUDA it says "skipped: no CUDA device" and exits 0.

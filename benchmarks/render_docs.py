@@ -26,10 +26,10 @@ from benchmarks import RECORD_VERSION  # noqa: E402
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCHMARKS = ("train_overhead", "eval_throughput", "eval_vs_cleanfid", "sampling", "sampling_vs_diffusers", "scaling",
-              "flops", "feature_cost")  # fmt: skip
+              "flops", "feature_cost", "fid_vs_nfe")  # fmt: skip
 #: Benchmarks whose script renders its own rows: name -> (targets-table rows, lines after the tables)
 SELF_RENDERED = {"eval_vs_cleanfid": ("target_rows", None), "sampling_vs_diffusers": ("target_rows", None),
-                 "feature_cost": (None, "detail_lines")}  # fmt: skip
+                 "feature_cost": (None, "detail_lines"), "fid_vs_nfe": ("target_rows", "detail_lines")}  # fmt: skip
 
 
 def load_records(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -207,7 +207,7 @@ def target_rows(r: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
                              f"n = {c['num_samples']})",
                              fids + extra,
                              f"≤ {t['fid_ratio_target']:.2f}× (or ≤ real samples)", _met(t["fid_met"][data][eta])))  # fmt: skip
-    rows += _self_rendered(r, 0, ("eval_vs_cleanfid", "sampling_vs_diffusers"))
+    rows += _self_rendered(r, 0, ("eval_vs_cleanfid", "sampling_vs_diffusers", "fid_vs_nfe"))
     if "scaling" in r:
         rec = r["scaling"]
         e, m = rec["eval_time"], rec["peak_memory"]
@@ -275,7 +275,7 @@ def detail_tables(r: dict[str, dict[str, Any]]) -> list[str]:
                 "| family | " + " | ".join(str(b) for b in sizes) + " |", "|---" * (len(sizes) + 1) + "|"]  # fmt: skip
         for fam, d in tb.items():
             out.append(f"| {fam.upper()} | " + " | ".join(_n(_med(d[str(b)])) if str(b) in d else "—" for b in sizes) + " |")
-    out += _self_rendered(r, 1, ("feature_cost",))
+    out += _self_rendered(r, 1, ("feature_cost", "fid_vs_nfe"))
     if "train_overhead" in r:
         rec = r["train_overhead"]
         gpu = next(iter(rec["gpu_options"].values()), {})

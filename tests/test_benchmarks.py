@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,49 @@ def test_bare_loss_is_genbench_loss(family, data):
     torch.manual_seed(3)
     bare = parts.loss(x)
     assert torch.allclose(bare, ours, rtol=1e-5, atol=1e-5), (float(bare), float(ours))
+
+
+def test_fid_vs_nfe_record(one_thread, records):
+    """The quick path on rings models trained for 5 steps: every sampler of both families at each target NFE, with the
+    NFE models/samplers.py and models/flow.py give for the chosen steps (Heun 2s − 1, midpoint 2s, the others s)."""
+    from benchmarks import fid_vs_nfe
+
+    out = records / "fid_vs_nfe_quick.json"
+    argv = ["--quick", "--data", "rings", "--train-steps", "5", "--samples", "40", "--nfes", "4,10", "--check-nfes", "4,10",
+            "--seeds", "0,1", "--curve-seeds", "1", "--eval-set", "kid_subsets=5", "num_real=400", "--out", str(out)]  # fmt: skip
+    assert fid_vs_nfe.main(argv) == 0
+    rec = _read(out, "fid_vs_nfe")
+    rings = rec["curves"]["rings"]
+    assert rings["num_samples"] == 40 and rings["features"] == "raw" and rings["seeds"] == [0, 1]
+    fams = rings["families"]
+    assert set(fams["ddpm"]["samplers"]) == {"ddpm", "ddim", "dpmpp_2m", "heun"}
+    assert set(fams["flow"]["samplers"]) == {"euler", "midpoint", "heun"}
+    nfe_of = {("ddpm", "heun"): lambda s: 2 * s - 1, ("flow", "heun"): lambda s: 2 * s - 1, ("flow", "midpoint"): lambda s: 2 * s}
+    for family, fam in fams.items():
+        assert fam["eval_config"]["kid_subsets"] == 5 and fam["eval_config"]["nll_samples"] == 0
+        for sampler, by_nfe in fam["samplers"].items():
+            assert set(by_nfe) == {"4", "10"}
+            for target, p in by_nfe.items():
+                assert p["nfe"] == nfe_of.get((family, sampler), lambda s: s)(p["steps"]) <= int(target)
+                assert p["nfe_rule"] == ("exact" if p["nfe"] == int(target) else "nearest below")
+                assert math.isfinite(p["fid"]) and p["fid_mean"] == pytest.approx(statistics.fmean(p["fid_by_seed"]))
+                assert 0 <= p["high_quality_share"] <= 100 and 0 <= p["modes_covered"] <= p["num_modes"] == 8
+    assert {(t, p["steps"], p["nfe"]) for t, p in fams["ddpm"]["samplers"]["heun"].items()} == {("4", 2, 3), ("10", 5, 9)}
+    assert fams["flow"]["samplers"]["midpoint"]["10"]["steps"] == 5
+    # the check's two points with both seeds (the others with one), its ratio that of the seeds' means
+    fast, ref = fams["ddpm"]["samplers"]["dpmpp_2m"]["4"], fams["ddpm"]["samplers"]["ddpm"]["10"]
+    assert fast["seeds"] == ref["seeds"] == [0, 1] and fams["ddpm"]["samplers"]["ddim"]["4"]["seeds"] == [0]
+    assert fast["fid_by_seed"][0] != fast["fid_by_seed"][1]  # another seed, other samples
+    k = rings["check"]
+    assert k["ratio"] == pytest.approx(fast["fid_mean"] / ref["fid_mean"]) and k["met"] == (k["ratio"] <= 1.1)
+    assert rec["targets"]["ratio"] is None  # the target is on mnist5k, not run here
+    assert rings["real_floor_fid"] > 0 and rings["full_size_estimate_s"] > 0
+    assert (common.ROOT / rec["plot"] if not Path(rec["plot"]).is_absolute() else Path(rec["plot"])).is_file()
+    rows = fid_vs_nfe.target_rows(rec)
+    assert len(rows) == 1 and rows[0][2] == "reported" and "means of 2 sampling seeds" in rows[0][1]
+    lines = "\n".join(fid_vs_nfe.detail_lines(rec))
+    assert "| DDPM | Heun (EDM) |" in lines and " (9) |" in lines and "| FLOW | midpoint |" in lines
+    with pytest.raises(SystemExit, match="--check-nfes"):
+        fid_vs_nfe.main(["--nfes", "10,20", "--check-nfes", "20,100", "--out", str(out)])
+    with pytest.raises(SystemExit, match="must be FAMILY=PATH"):
+        fid_vs_nfe.main(["--ckpt", "gan=x.ckpt", "--out", str(out)])
