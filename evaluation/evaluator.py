@@ -34,7 +34,7 @@ from evaluation.features import (
     to_uint8,
 )
 from evaluation.metrics import moments, real_cov_sqrt
-from evaluation.registry import Batch, MetricContext, build_metric, in_space, metric_specs
+from evaluation.registry import Batch, MetricContext, Resamples, build_metric, in_space, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 
 log = logging.getLogger("genbench.evaluation")
@@ -224,7 +224,8 @@ class Evaluator:
                 + (f"; only eval.features in {resizing_spaces()} resize images" if len(shape) == 3 else "")
             ])
 
-    def evaluate(self, source: Any, num_samples: int | None = None, nll_samples: int | None = None) -> dict[str, Any]:
+    def evaluate(self, source: Any, num_samples: int | None = None, nll_samples: int | None = None,
+                 bootstrap: int | None = None) -> dict[str, Any]:  # fmt: skip
         """Evaluate ``source`` with every registered metric; every process of a ``torch.distributed``
         group must call this.
 
@@ -232,17 +233,25 @@ class Evaluator:
             source: :class:`~evaluation.sources.ModelSource` or :class:`~evaluation.sources.TensorSource`.
             num_samples: generated samples (default ``cfg.num_samples``); stored samples are all used.
             nll_samples: real examples of the bound ``nll_bpd`` (default ``cfg.nll_samples``; 0: none).
+            bootstrap: resamples behind the 95 % intervals (``ci``); default: ``cfg.bootstrap`` in an
+                evaluation of ``cfg.num_samples`` (the final one, genbench-evaluate's), 0 in one of another
+                size (those during training, of ``val_num_samples``).
         Returns:
             the results dict: the keys of :func:`always_result_keys`, the keys of the metrics that apply
             (``nll_bpd`` for families with a likelihood, the mode metrics of 2-D mixtures, ...), the
             feature space's extras (``classifier_accuracy``), the protocol (``num_real``, ``kid_subset_size``,
-            ``is_splits``, ...) and ``notes``.
+            ``is_splits``, ...), ``bootstrap`` (the resamples, 0: none), with resamples ``ci``
+            (``{result key: [low, high]}``, the 95 % intervals of the metrics that define one) and ``notes``.
         """
         start_time = time.perf_counter()
         cfg, ref = self.cfg, self.reference
         n = source.length if source.length is not None else int(num_samples or cfg.num_samples)
         if n < 2:
             raise ConfigError([f"eval.num_samples={n}: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"])
+        if bootstrap is None:
+            bootstrap = cfg.bootstrap if int(num_samples or cfg.num_samples) == cfg.num_samples else 0
+        if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+            raise ConfigError([f"bootstrap={bootstrap!r}: must be an integer >= 0 (0: no intervals)"])
         self.check_source(source)
         space = self.prepare()
         real = self.real_statistics()
@@ -251,7 +260,7 @@ class Evaluator:
             cfg=cfg, space=space, real=real, num_samples=n, num_real=real.get("num_real", int(real["n"])), reference=ref, source=source,
             device=self.device, rank=rank, world=world,
             nll_samples=int(cfg.nll_samples if nll_samples is None else nll_samples),
-            split_features=self.split_features if hasattr(ref, "datamodule") else None,
+            split_features=self.split_features if hasattr(ref, "datamodule") else None, bootstrap=bootstrap,
         )  # fmt: skip
         states, skipped = [], []  # (spec, state) of the metrics that apply; the specs of those that do not
         for spec in metric_specs():
@@ -307,6 +316,9 @@ class Evaluator:
                 results.update(in_space(spec, {k.key: None for k in spec.keys}, suffix))
         for spec, state in states:
             results.update(in_space(spec, state.compute(), suffix))
+        results["bootstrap"] = bootstrap
+        if bootstrap > 0 and rank == 0:  # after every state gathered its samples in compute
+            results["ci"] = self._intervals(states, Resamples.draw(n, bootstrap, cfg.metric_seed), suffix)
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
         results["card"] = evaluation_card(cfg, space, ref, source, n, ctx.num_real)
@@ -318,6 +330,19 @@ class Evaluator:
         )  # fmt: skip
         self.last_samples = torch.cat(grid) if grid else None
         return results
+
+    def _intervals(self, states: list[tuple[Any, Any]], resamples: Resamples, suffix: str | None) -> dict[str, list[float]]:
+        """``{result key: [low, high]}`` of every metric that defines an interval (``MetricState.bootstrap``);
+        every metric sees the same resamples of the generated samples."""
+        started = time.perf_counter()
+        ci: dict[str, list[float]] = {}
+        for spec, state in states:
+            t0 = time.perf_counter()
+            intervals = state.bootstrap(resamples)
+            ci.update({k: [float(low), float(high)] for k, (low, high) in in_space(spec, intervals, suffix).items()})
+            log.debug("bootstrap of %s: %.3f s", spec.name, time.perf_counter() - t0)
+        log.info("bootstrap intervals (%d resamples): %.2f s", len(resamples), time.perf_counter() - started)
+        return ci
 
     def _max_over_ranks(self, seconds: float) -> float:
         """The slowest rank's sampling time (the ranks sample in parallel)."""

@@ -25,12 +25,23 @@ from evaluation.cmmd import cmmd
 from evaluation.evaluator import batch_seed
 from evaluation.fd_infinity import fd_infinity
 from evaluation.memorization import memorization_metrics
-from evaluation.metrics import FID, IS, KID, ManifoldMetrics, ModeMetrics, finite_or_none
+from evaluation.metrics import (
+    FID,
+    IS,
+    KID,
+    ManifoldMetrics,
+    ModeMetrics,
+    fid_of_resamples,
+    finite_or_none,
+    manifold_resampled,
+    percentile_interval,
+)
 from evaluation.registry import (
     Batch,
     MetricContext,
     MetricSpec,
     MetricState,
+    Resamples,
     ResultKey,
     register_metric,
     register_result_key,
@@ -43,6 +54,20 @@ def _real_features(ctx: MetricContext) -> tuple[Tensor, Tensor]:
     return (ctx.real["features"].to(ctx.device) if ctx.rank == 0 else empty), empty
 
 
+class FakeFeatureList(Metric):
+    """The generated features, concatenated across batches and ``torch.distributed`` ranks."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_state("features", [], dist_reduce_fx="cat")
+
+    def update(self, features: Tensor) -> None:
+        self.features.append(features.float())
+
+    def compute(self) -> Tensor:
+        return dim_zero_cat(self.features)
+
+
 # --- FID (Heusel et al. 2017) -----------------------------------------------------------------
 class FIDState(MetricState):
     def __init__(self, ctx: MetricContext):
@@ -52,15 +77,29 @@ class FIDState(MetricState):
             r = ctx.real
             self.fid.set_real_moments(r["sum"], r["cov_sum"], r["n"], r.get("cov_sqrt"))
         self.fid.update(torch.zeros(0, ctx.space.num_features, device=ctx.device), real=True)  # moments only
+        # the bootstrap resamples the generated features themselves (the evaluations during training keep moments only)
+        self.fake = FakeFeatureList().to(ctx.device) if ctx.bootstrap > 0 else None
+        if self.fake is not None:
+            self.fake.update(torch.zeros(0, ctx.space.num_features, device=ctx.device))
+        self.features: Tensor | None = None
 
     def update(self, batch: Batch) -> None:
         self.fid.update(batch.features, real=False)
+        if self.fake is not None:
+            self.fake.update(batch.features)
 
     def compute(self) -> dict[str, Any]:
         value = float(self.fid.compute())
         if self.fid.clamped is not None:
             self.ctx.notes.append(f"fid was {self.fid.clamped:.3g} (floating-point error around 0) and is reported as 0")
+        if self.fake is not None:
+            self.features = self.fake.compute()  # gathered across ranks (every rank calls compute)
         return {"fid": value}
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        r = self.ctx.real
+        fids = fid_of_resamples(self.features, r["sum"], r["cov_sum"], int(r["n"]), resamples.counts(), r.get("cov_sqrt"))
+        return {"fid": percentile_interval(fids)}
 
 
 register_metric(MetricSpec(
@@ -83,6 +122,9 @@ class ISState(MetricState):
     def compute(self) -> dict[str, Any]:
         mean, std = self.inception_score.compute()
         return {"is_mean": float(mean), "is_std": float(std)}
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        return {"is_mean": percentile_interval(self.inception_score.resampled(resamples.indices))}
 
 
 def build_is(ctx: MetricContext) -> ISState | None:
@@ -126,7 +168,12 @@ class KIDState(RealAndFakeFeatures):
 
     def compute(self) -> dict[str, Any]:
         mean, std = self.metric.compute()
+        self.kid = float(mean)
         return {"kid_mean": float(mean), "kid_std": float(std)}
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        """KID + the change of the full-set MMD² on each resample (:meth:`KID.resampled_shift`)."""
+        return {"kid_mean": percentile_interval(self.kid + self.metric.resampled_shift(resamples.counts()))}
 
 
 def build_kid(ctx: MetricContext) -> KIDState:
@@ -154,6 +201,10 @@ class ManifoldState(RealAndFakeFeatures):
     def compute(self) -> dict[str, Any]:
         return dict(self.metric.compute())
 
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        values = manifold_resampled(self.metric.parts, self.metric.nearest_k, resamples.counts())
+        return {key: percentile_interval(v) for key, v in values.items()}
+
 
 def build_manifold(ctx: MetricContext) -> ManifoldState:
     k = max(1, min(ctx.cfg.nearest_k, ctx.num_samples - 1, ctx.num_real - 1))
@@ -179,6 +230,8 @@ class NLLState(MetricState):
     def __init__(self, ctx: MetricContext, n: int):
         self.ctx, self.n = ctx, n
         self.nll = MeanMetric().to(ctx.device)
+        self.values = FakeFeatureList().to(ctx.device)  # the per-example bounds, for the interval
+        self.values.update(torch.zeros(0, 1, device=ctx.device))
 
     def finish(self, source: Any) -> None:
         """Mean ``nll_bpd`` over ``n`` real examples (a fixed subset), each batch with its own seed."""
@@ -188,10 +241,22 @@ class NLLState(MetricState):
         n_batches = math.ceil(len(x) / bs)
         for b in range(ctx.rank * n_batches // ctx.world, (ctx.rank + 1) * n_batches // ctx.world):
             torch.manual_seed(batch_seed(ctx.cfg.seed + 1, b))
-            self.nll.update(source.nll_bpd(x[b * bs : (b + 1) * bs]).double().to(ctx.device))
+            values = source.nll_bpd(x[b * bs : (b + 1) * bs]).double().to(ctx.device)
+            self.nll.update(values)
+            self.values.update(values.reshape(-1, 1))
 
     def compute(self) -> dict[str, Any]:
+        self.per_example = self.values.compute().double().flatten()
         return {"nll_bpd": finite_or_none(self.nll.compute())}
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        """Not a bootstrap of the generated samples: the bound is a mean over real examples, and its interval
+        is the normal one over them, x̄ ± 1.96 s/√n (s: their sample standard deviation)."""
+        v = self.per_example
+        if len(v) < 2 or not bool(torch.isfinite(v).all()):
+            return {}
+        half = 1.96 * float(v.std()) / math.sqrt(len(v))
+        return {"nll_bpd": (float(v.mean()) - half, float(v.mean()) + half)}
 
 
 def build_nll(ctx: MetricContext) -> NLLState | None:
@@ -209,12 +274,16 @@ register_metric(MetricSpec(
 class ModeState(MetricState):
     def __init__(self, ctx: MetricContext):
         self.modes = ModeMetrics(ctx.reference.centers, ctx.reference.std).to(ctx.device)
+        self.modes.update(torch.zeros(0, self.modes.centers.shape[1], device=ctx.device))
 
     def update(self, batch: Batch) -> None:
         self.modes.update(batch.samples)
 
     def compute(self) -> dict[str, Any]:
         return dict(self.modes.compute())
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        return {key: percentile_interval(v) for key, v in self.modes.resampled(resamples.counts()).items()}
 
 
 register_metric(MetricSpec(
@@ -240,20 +309,6 @@ for _key in (
 
 
 # --- opt-in metrics: named in eval.metrics ------------------------------------------------------------
-class FakeFeatureList(Metric):
-    """The generated features, concatenated across batches and ``torch.distributed`` ranks."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.add_state("features", [], dist_reduce_fx="cat")
-
-    def update(self, features: Tensor) -> None:
-        self.features.append(features.float())
-
-    def compute(self) -> Tensor:
-        return dim_zero_cat(self.features)
-
-
 class CollectingState(MetricState):
     """A metric of all generated features at once (``compute_from(fake)``)."""
 

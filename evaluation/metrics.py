@@ -85,6 +85,53 @@ class FID(FrechetInceptionDistance):
         return fid.clamp_min(0.0)
 
 
+def fid_of_resamples(fake: Tensor, real_sum: Tensor, real_cov_sum: Tensor, n_real: int, counts: Tensor,
+                     root_r: Tensor | None = None) -> Tensor:  # fmt: skip
+    """FID of every bootstrap resample of the generated features (``counts`` ``[B, n]``: how often each
+    of the n rows is drawn), the real moments held fixed; float64 ``[B]``.
+
+    A resample's moments are weighted sums, μ_b = Σ_i c_i f_i / n and Σ_b = (Σ_i c_i f_i f_iᵀ − n μ_b μ_bᵀ) / (n − 1),
+    and Tr Σ_b = (Σ_i c_i ||f_i||² − n ||μ_b||²) / (n − 1). Tr((Σ_r Σ_b)^½) is Σ √λ of the d × d matrix
+    Σ_r^½ Σ_b Σ_r^½ = Zᵀ Z with rows z_i = √(c_i / (n − 1)) Σ_r^½ (f_i − μ_b) over the m distinct drawn rows
+    (m ≈ 0.63 n); when m < d its nonzero eigenvalues are those of the m × m Gram matrix Z Zᵀ, built from
+    K = F Σ_r Fᵀ computed once. Each resample then costs one eigendecomposition of size min(m, d).
+    """
+    f = fake.double()
+    n, d = f.shape
+    w = counts.to(f.device, torch.float64)
+    mu_r, cov_r = mean_and_cov(real_sum.to(f), real_cov_sum.to(f), n_real)
+    root_r = psd_sqrt(cov_r) if root_r is None else root_r.to(f)
+    shift = f.mean(0, keepdim=True)  # FID is invariant to a shift of both sides; centring keeps the sums small
+    f, mu_r = f - shift, mu_r - shift
+    mu = w @ f / n  # [B, d]
+    fid = (mu_r - mu).square().sum(1) + cov_r.trace() + (w @ f.square().sum(1) - n * mu.square().sum(1)) / (n - 1)
+    tr_sqrt = torch.empty(len(w), dtype=torch.float64, device=f.device)
+    if int((w > 0).sum(1).max()) < d:  # the Gram route: m × m eigenproblems
+        z = f @ root_r
+        k = z @ z.T  # K_ij = f_iᵀ Σ_r f_j
+        kw = w @ k / n  # (K c / n)_i = z_iᵀ ν_b, with ν_b = Σ_r^½ μ_b
+        for b in range(len(w)):
+            s = w[b] > 0
+            c = w[b, s].sqrt()
+            g = k[s][:, s] - kw[b, s, None] - kw[b, None, s] + (w[b] @ kw[b]) / n  # (z_i − ν)ᵀ(z_j − ν)
+            tr_sqrt[b] = torch.linalg.eigvalsh(g * c[:, None] * c[None, :] / (n - 1)).clamp_min(0).sqrt().sum()
+    else:  # the d × d route, in batches: Σ_r^½ Σ_b Σ_r^½ = (Σ_i c_i z_i z_iᵀ − n ν_b ν_bᵀ) / (n − 1), z_i = Σ_r^½ f_i
+        z, nu = f @ root_r, mu @ root_r
+        chunk = max(1, int(2**24 // (d * max(d, n))))  # resamples per batch (128 MiB of float64 each for c z and m)
+        for b in range(0, len(w), chunk):
+            cz = w[b : b + chunk, :, None] * z  # [chunk, n, d]
+            m = cz.transpose(1, 2) @ z - n * nu[b : b + chunk, :, None] * nu[b : b + chunk, None, :]
+            tr_sqrt[b : b + chunk] = torch.linalg.eigvalsh(m / (n - 1)).clamp_min(0).sqrt().sum(1)
+    return (fid - 2 * tr_sqrt).clamp_min(0.0)
+
+
+def percentile_interval(replicates: Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13): the (1 − level)/2 and
+    (1 + level)/2 quantiles of the replicates (numpy's linear interpolation)."""
+    low, high = np.percentile(replicates.double().cpu().numpy(), [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
 def psd_sqrt(sigma: Tensor) -> Tensor:
     """Σ^½ of a symmetric PSD matrix, from its eigendecomposition (rounding-negative eigenvalues clamped to 0)."""
     lam, v = torch.linalg.eigh(sigma)
@@ -139,6 +186,7 @@ class IS(InceptionScore):
 
     def compute(self) -> tuple[Tensor, Tensor]:
         logits = dim_zero_cat(self.features).double()
+        self.logits = logits  # gathered, for resampled()
         n = len(logits)
         if n < self.splits:
             raise ValueError(f"IS with {self.splits} splits needs at least {self.splits} samples, got {n}")
@@ -154,6 +202,23 @@ class IS(InceptionScore):
             scores.append(kl.mean().exp())
         s = torch.stack(scores)
         return s.mean(), s.std(unbiased=False)
+
+    def resampled(self, indices: Tensor) -> Tensor:
+        """IS (the mean over splits) of every bootstrap resample ``indices`` ``[B, n]`` of the logits, the
+        resample in drawn order cut into the same splits. Per split, E_x KL(p(y|x) || p(y)) = mean_x Σ_y p log p
+        − Σ_y p(y) log p(y), so one gather of p per resample is all it costs."""
+        p = self.logits.softmax(1)
+        plogp = torch.where(p > 0, p * p.log(), 0.0).sum(1)  # Σ_y p(y|x) log p(y|x), per sample
+        n, out = indices.shape[1], []
+        for idx in indices.to(p.device):
+            scores = []
+            for i in range(self.splits):
+                part = idx[i * n // self.splits : (i + 1) * n // self.splits]
+                p_y = p[part].mean(0)
+                kl = plogp[part].mean() - torch.where(p_y > 0, p_y * p_y.log(), 0.0).sum()
+                scores.append(kl.exp())
+            out.append(torch.stack(scores).mean())
+        return torch.stack(out)
 
 
 # --- KID ------------------------------------------------------------------------------------
@@ -176,6 +241,7 @@ class KID(KernelInceptionDistance):
 
     def compute(self) -> tuple[Tensor, Tensor]:
         real, fake = dim_zero_cat(self.real_features).float(), dim_zero_cat(self.fake_features).float()
+        self.gathered = (real, fake)  # for resampled_shift()
         m = self.subset_size
         if len(real) < m or len(fake) < m:
             raise ValueError(f"KID subset size {m} is larger than the samples ({len(fake)} generated, {len(real)} real)")
@@ -196,6 +262,27 @@ class KID(KernelInceptionDistance):
                 for i in range(0, self.subsets, chunk)
             ])  # fmt: skip
         return mmds.mean(), mmds.std(unbiased=False)
+
+    def resampled_shift(self, counts: Tensor) -> Tensor:
+        """T(c) − T(1) for every bootstrap resample (``counts`` ``[B, n]``) of the generated features, where
+        T is the generated-dependent part of the full-set unbiased MMD² (the real-real term is fixed):
+
+            T(c) = Σ_{i≠j} c_i c_j k(y_i, y_j) / (n² − Σ_i c_i²) − 2/(nN) Σ_i c_i Σ_a k(y_i, x_a)
+
+        (pairs of one sample with its own copy are left out, as the diagonal of the U-statistic).
+        ``KID + shift`` is then a resample's KID; the subset draw of ``compute`` is not redone."""
+        real, fake = self.gathered
+        n, d = fake.shape
+        c = torch.cat([torch.ones(1, n, dtype=torch.float64), counts.double()]).to(fake.device)
+        total, _ = _subset_kernel_sums(fake, fake, c, c, same=True)
+        k_ii = (fake.square().sum(1) / d + 1).pow(3).double()
+        yy = (total - c.square() @ k_ii) / (n * n - c.square().sum(1))
+        h = torch.zeros(n, dtype=torch.float64, device=fake.device)  # Σ_a k(y_i, x_a)
+        for i in range(0, n, TILE):
+            for j in range(0, len(real), TILE):
+                h[i : i + TILE] += poly_kernel(fake[i : i + TILE], real[j : j + TILE]).sum(1, dtype=torch.float64)
+        t = yy - 2 * (c @ h) / (n * len(real))
+        return t[1:] - t[0]
 
 
 def _indicators(idx: Tensor, n: int) -> Tensor:
@@ -297,6 +384,28 @@ def _ball_counts(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = TIL
     return torch.cat(counts), torch.cat(nearest)
 
 
+def _manifold_parts(real: Tensor, fake: Tensor, k: int) -> dict[str, Tensor]:
+    """The per-sample parts of :func:`manifold_metrics`: both sides' k-NN radii, for every generated sample
+    the number of real balls holding it, for every real sample whether a generated ball holds it and its
+    nearest generated sample's distance."""
+    real, fake = real.float(), fake.float()
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    in_real_balls, _ = _ball_counts(fake, real, r_real)
+    in_fake_balls, _ = _ball_counts(real, fake, r_fake)
+    _, nearest_fake = _ball_counts(real, fake, torch.zeros(len(fake), device=fake.device))
+    return {"real": real, "fake": fake, "r_real": r_real, "r_fake": r_fake, "in_real_balls": in_real_balls,
+            "in_fake_balls": in_fake_balls, "nearest_fake": nearest_fake}  # fmt: skip
+
+
+def _manifold_values(parts: dict[str, Tensor], k: int) -> dict[str, float]:
+    return {
+        "precision": (parts["in_real_balls"] > 0).double().mean().item(),
+        "recall": (parts["in_fake_balls"] > 0).double().mean().item(),
+        "density": (parts["in_real_balls"].double().sum() / (k * len(parts["fake"]))).item(),
+        "coverage": (parts["nearest_fake"] < parts["r_real"]).double().mean().item(),
+    }
+
+
 def manifold_metrics(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]:
     """Improved precision & recall (Kynkäänniemi et al. 2019) and density & coverage (Naeem et al. 2020).
 
@@ -306,27 +415,48 @@ def manifold_metrics(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]
         precision = 1/M Σ_j 1[Y_j ∈ manifold(X)]        recall   = 1/N Σ_i 1[X_i ∈ manifold(Y)]
         density   = 1/(kM) Σ_j Σ_i 1[Y_j ∈ B(X_i, r_i)]  coverage = 1/N Σ_i 1[∃ j: Y_j ∈ B(X_i, r_i)]
     """
-    real, fake = real.float(), fake.float()
-    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
-    in_real_balls, _ = _ball_counts(fake, real, r_real)
-    in_fake_balls, _ = _ball_counts(real, fake, r_fake)
-    _, nearest_fake = _ball_counts(real, fake, torch.zeros(len(fake), device=fake.device))
+    return _manifold_values(_manifold_parts(real, fake, k), k)
+
+
+def manifold_resampled(parts: dict[str, Tensor], k: int, counts: Tensor, tile: int = TILE) -> dict[str, Tensor]:
+    """precision, recall, density and coverage of every bootstrap resample of the generated samples
+    (``counts`` ``[B, M]``), the real set and its manifold fixed; float64 ``[B]`` each.
+
+    precision and density are means over generated samples of per-sample values (1[Y_j ∈ manifold(X)],
+    Σ_i 1[Y_j ∈ B(X_i, r_i)] / k): exact, a weighted mean with the counts. coverage asks, for every real
+    sample, whether a drawn generated sample lies in its ball: exact. recall asks whether a real sample lies
+    in the ball of a drawn generated sample, with each generated ball's radius from the full generated set
+    (an approximation: recomputed on a resample, a drawn duplicate would shrink its neighbours' radii to 0).
+    """
+    fake, real, r_real, r_fake = parts["fake"], parts["real"], parts["r_real"], parts["r_fake"]
+    w = counts.to(fake.device, torch.float64)
+    m = w.shape[1]
+    counts_j = parts["in_real_balls"].double()
+    present = (w > 0).float().T  # [M, B]
+    recall = torch.zeros(len(w), dtype=torch.float64, device=fake.device)
+    coverage = torch.zeros_like(recall)
+    for i in range(0, len(real), tile):
+        d = torch.cdist(real[i : i + tile], fake)  # [t, M]
+        recall += (((d < r_fake[None]).float() @ present) > 0).sum(0)
+        coverage += (((d < r_real[i : i + tile, None]).float() @ present) > 0).sum(0)
     return {
-        "precision": (in_real_balls > 0).double().mean().item(),
-        "recall": (in_fake_balls > 0).double().mean().item(),
-        "density": (in_real_balls.double().sum() / (k * len(fake))).item(),
-        "coverage": (nearest_fake < r_real).double().mean().item(),
+        "precision": w @ (counts_j > 0).double() / m,
+        "recall": recall / len(real),
+        "density": w @ counts_j / (k * m),
+        "coverage": coverage / len(real),
     }
 
 
 class ManifoldMetrics(Metric):
-    """:func:`manifold_metrics` with feature lists gathered across processes."""
+    """:func:`manifold_metrics` with feature lists gathered across processes; ``parts`` keeps the last
+    ``compute``'s per-sample parts (gathered) for :func:`manifold_resampled`."""
 
     full_state_update = False
 
     def __init__(self, nearest_k: int = 3, **kwargs):
         super().__init__(**kwargs)
         self.nearest_k = int(nearest_k)
+        self.parts: dict[str, Tensor] | None = None
         _features_state(self, "real_features")
         _features_state(self, "fake_features")
 
@@ -334,7 +464,8 @@ class ManifoldMetrics(Metric):
         (self.real_features if real else self.fake_features).append(features.float())
 
     def compute(self) -> dict[str, float]:
-        return manifold_metrics(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.nearest_k)
+        self.parts = _manifold_parts(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.nearest_k)
+        return _manifold_values(self.parts, self.nearest_k)
 
 
 # --- 2-D mode metrics --------------------------------------------------------------------------
@@ -354,6 +485,8 @@ class ModeMetrics(Metric):
         self.add_state("mode_counts", torch.zeros(len(centers), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("high_quality", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # per sample: its nearest mode, or −1 when it is not within 3σ of it (for the bootstrap)
+        _features_state(self, "hit")
 
     def update(self, points: Tensor) -> None:
         d = torch.cdist(points.float(), self.centers)
@@ -362,8 +495,20 @@ class ModeMetrics(Metric):
         self.mode_counts += torch.bincount(nearest[good], minlength=len(self.centers))
         self.high_quality += good.sum()
         self.total += len(points)
+        self.hit.append(torch.where(good, nearest, -1))
+
+    def resampled(self, counts: Tensor) -> dict[str, Tensor]:
+        """modes covered and the high-quality share of every bootstrap resample (``counts`` ``[B, n]``)."""
+        hit = self.hits
+        w = counts.to(hit.device, torch.float64)
+        onehot = torch.zeros(len(hit), len(self.centers), dtype=torch.float64, device=hit.device)
+        good = hit >= 0
+        onehot[good, hit[good]] = 1.0
+        return {"modes_covered": ((w @ onehot) > 0).sum(1).double(),
+                "high_quality_share": w @ good.double() / w.shape[1]}
 
     def compute(self) -> dict[str, float]:
+        self.hits = dim_zero_cat(self.hit)  # gathered here, where torchmetrics has synchronised the states
         return {
             "modes_covered": int((self.mode_counts > 0).sum()),
             "num_modes": len(self.centers),

@@ -13,6 +13,10 @@ registration; nothing else is edited to add one.
         build=lambda ctx: MeanNorm(),          # a MetricState
     ))
 
+A metric opts in to the 95 % intervals of the final evaluation (``eval.bootstrap``, results' ``ci``) in its
+own state: ``MetricState.bootstrap(resamples)`` returns ``{result key: (low, high)}`` from the same
+:class:`Resamples` of the generated samples that every metric sees.
+
 Built-in metrics live in :mod:`evaluation.metric_specs`; plug-ins (``GENBENCH_PLUGINS``) register more.
 """
 
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from genbench.errors import GenbenchError
@@ -107,6 +112,35 @@ class MetricContext:
     notes: list[str] = field(default_factory=list)
     #: the protocol actually used (subset sizes, k, splits after clipping), recorded in the results
     protocol: dict[str, Any] = field(default_factory=dict)
+    #: bootstrap resamples behind the 95 % intervals of this evaluation (0: none; the evaluations during
+    #: training have none): a state that needs per-sample data for them keeps it only when this is > 0
+    bootstrap: int = 0
+
+
+@dataclass
+class Resamples:
+    """B bootstrap resamples of the n generated samples, drawn with replacement: ``indices`` ``[B, n]``
+    (positions in the generated set, concatenated in rank order) and ``counts`` ``[B, n]`` (float64, how
+    often each sample is drawn; Σ_i counts[b, i] = n). The real reference is never resampled."""
+
+    indices: Tensor
+
+    @staticmethod
+    def draw(n: int, b: int, seed: int) -> Resamples:
+        g = torch.Generator().manual_seed(int(seed))
+        return Resamples(torch.randint(n, (b, n), generator=g))
+
+    @property
+    def n(self) -> int:
+        return self.indices.shape[1]
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def counts(self, device: Any = None) -> Tensor:
+        c = torch.zeros(self.indices.shape, dtype=torch.float64)
+        c.scatter_add_(1, self.indices, torch.ones_like(c))
+        return c.to(device) if device is not None else c
 
 
 class MetricState:
@@ -125,6 +159,13 @@ class MetricState:
 
     def compute(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        """``{result key: (low, high)}``, the 95 % intervals of this metric's values, called after ``compute``
+        on rank 0 in the final evaluation only (``ctx.bootstrap`` > 0). A metric opts in by overriding this:
+        typically its value on every resample of the generated samples (real side fixed) and
+        :func:`~evaluation.metrics.percentile_interval` of those. Default: no interval."""
+        return {}
 
 
 @dataclass(frozen=True)
