@@ -1,7 +1,10 @@
 """``genbench-compare DIR... [--wandb PROJECT]``: one table for many runs.
 
 Collects the ``results.json`` of runs and multirun directories (searched recursively), groups
-them by (data, family) and reports mean ± std over seeds, as markdown and CSV. A cell whose evaluation
+them by (data, family) and reports every metric as its mean with a 95 % confidence interval, as markdown
+and CSV: over the seeds (Student t) where a group has two or more, else the run's own bootstrap interval
+(``eval.ci``). In each column the best family of a data set is bold and the families not significantly
+different from it at 95 % are marked ≈ (:func:`significant`; the table's legend says how). A cell whose evaluation
 card (feature space, weights, resize, sample counts, reference, seeds: ``results["card"]``) differs from
 its column's majority gets a footnote marker, with one footnote per difference under the table.
 
@@ -23,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from scipy import stats as scipy_stats
 
 from evaluation.card import CARD_FIELDS, PROTOCOL_FIELDS
 from evaluation.registry import ResultKey, metric_specs, result_keys
@@ -59,6 +64,7 @@ def flatten(results: dict[str, Any]) -> dict[str, Any]:
     # results written before the card: what they record of it
     old = {"features": ev.get("features"), "num_generated": ev.get("num_samples")}
     rec["card"] = ev.get("card") or {k: v for k, v in old.items() if v is not None}
+    rec["ci"] = ev.get("ci") if isinstance(ev.get("ci"), dict) else {}  # the final evaluation's 95 % intervals
     return rec
 
 
@@ -110,12 +116,78 @@ class Group:
     def values(self, key: str) -> list[float]:
         return [float(r[key]) for r in self.ok if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
 
+    def stat(self, key: str) -> Stat | None:
+        """The mean over seeds with its 95 % interval (:class:`Stat`); None without values."""
+        v = self.values(key)
+        if not v:
+            return None
+        if len(v) > 1:
+            return Stat(statistics.fmean(v), tuple(v), *t_interval(v), kind="t")
+        ci = next(r for r in self.ok if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])).get("ci") or {}
+        bounds = ci.get(key)
+        if (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in bounds)):  # fmt: skip
+            return Stat(v[0], tuple(v), float(min(bounds)), float(max(bounds)), kind="run")
+        return Stat(v[0], tuple(v))
+
     def mean_std(self, key: str) -> tuple[float, float | None] | None:
         """Mean and sample standard deviation (n − 1) over seeds; std is None for one seed."""
         v = self.values(key)
         if not v:
             return None
         return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else None)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A cell's numbers: the mean over seeds and its 95 % interval.
+
+    ``kind``: ``t`` (two or more seeds: mean ± t₀.₉₇₅,ₙ₋₁ · s/√n), ``run`` (one seed: the run's own interval,
+    ``eval.ci``: a percentile bootstrap over its generated samples) or ``""`` (one seed without one).
+    """
+
+    mean: float
+    values: tuple[float, ...]
+    low: float | None = None
+    high: float | None = None
+    kind: str = ""
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def se(self) -> float | None:
+        """Standard error of the mean: s/√n over seeds, (high − low) / (2 · 1.96) from a run's interval."""
+        if self.kind == "t":
+            return self.std / math.sqrt(len(self.values))
+        if self.kind == "run":
+            return (self.high - self.low) / (2 * 1.96)
+        return None
+
+
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean: x̄ ± t_{(1+level)/2, n−1} · s/√n (s: sample std, n − 1)."""
+    mean, n = statistics.fmean(values), len(values)
+    half = float(scipy_stats.t.ppf((1 + level) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def significant(a: Stat, b: Stat) -> bool | None:
+    """Whether the means of two cells differ at the 95 % level; None when either has no interval.
+
+    Both with two or more seeds: Welch's t-test (unequal variances), p < 0.05 (equal means over seeds without
+    spread: not significant; different ones: significant). Otherwise a normal approximation from the standard
+    errors (:attr:`Stat.se`): significant when |Δ| > 1.96 · sqrt(se_a² + se_b²).
+    """
+    if not a.kind or not b.kind:
+        return None
+    if a.kind == b.kind == "t":
+        if a.std == b.std == 0:
+            return a.mean != b.mean
+        p = float(scipy_stats.ttest_ind(a.values, b.values, equal_var=False).pvalue)
+        return a.mean != b.mean if math.isnan(p) else p < 0.05
+    return abs(a.mean - b.mean) > 1.96 * math.hypot(a.se, b.se)
 
 
 def group_records(records: list[dict[str, Any]]) -> list[Group]:
@@ -126,12 +198,56 @@ def group_records(records: list[dict[str, Any]]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (g.data, family_order(g.family), g.family))
 
 
-def _cell(stat: tuple[float, float | None] | None, column: ResultKey) -> str:
+def _cell(stat: Stat | None, column: ResultKey, mark: str = "") -> str:
+    """``mean ± h`` (seeds), ``mean [low, high]`` (one seed's own interval) or ``mean``; bold when ``mark`` is
+    ``best``, prefixed ``≈`` when it is ``≈``."""
     if stat is None:
         return "–"
-    mean, std = (None if v is None else v * column.scale for v in stat)
-    fmt = column.fmt
-    return fmt.format(mean) if std is None else f"{fmt.format(mean)} ± {fmt.format(std)}"
+    fmt, scale = column.fmt, column.scale
+    text = fmt.format(stat.mean * scale)
+    if stat.kind == "t":
+        text += f" ± {fmt.format((stat.high - stat.mean) * scale)}"
+    elif stat.kind == "run":
+        low, high = sorted((stat.low * scale, stat.high * scale))
+        text += f" [{fmt.format(low)}, {fmt.format(high)}]"
+    return f"**{text}**" if mark == "best" else f"≈ {text}" if mark == "≈" else text
+
+
+def significance_marks(groups: list[Group], cols: list[ResultKey]) -> dict[tuple[int, str], str]:
+    """``(group index, key) -> "best" | "≈"``: per column with a direction and per data set, among the cells
+    with an interval (two at least), the best mean, and the cells not significantly different from it
+    (:func:`significant`). Cells without an interval are not tested and get no mark."""
+    marks: dict[tuple[int, str], str] = {}
+    for col in (c for c in cols if c.better in ("lower", "higher")):
+        for data in sorted({g.data for g in groups}):
+            cells = {i: g.stat(col.key) for i, g in enumerate(groups) if g.data == data}
+            cells = {i: st for i, st in cells.items() if st is not None and st.kind}
+            if len(cells) < 2:
+                continue
+            sign = 1 if col.better == "lower" else -1
+            best = min(cells, key=lambda i: sign * cells[i].mean)
+            marks[(best, col.key)] = "best"
+            for i, st in cells.items():
+                if i != best and not significant(cells[best], st):
+                    marks[(i, col.key)] = "≈"
+    return marks
+
+
+def legend(groups: list[Group], cols: list[ResultKey]) -> str | None:
+    """The table's note on its intervals and marks; None when no cell has an interval."""
+    kinds = {st.kind for g in groups for c in cols if (st := g.stat(c.key)) is not None}
+    if not kinds - {""}:
+        return None
+    return (
+        "Cells: mean ± h, the 95 % Student-t interval of the mean over the seeds (h = t(0.975, n−1) · s/√n, s the "
+        "sample std); mean [low, high] for one seed: the run's own 95 % interval, a percentile bootstrap over its "
+        "generated samples with the real set held fixed (nll_bpd: mean ± 1.96 · s/√n over its real examples); a bare "
+        "mean: one seed without an interval. **Bold**: the best mean of its column and data set among the cells with "
+        "an interval; ≈: not significantly different from the bold one at 95 % (both with ≥ 2 seeds: Welch's t-test, "
+        "p < 0.05; otherwise a normal approximation with se = s/√n over seeds or (high − low) / (2 · 1.96) of a run's "
+        "interval, significant when |Δ| > 1.96 · sqrt(se_a^2 + se_b^2)); unmarked cells with an interval are "
+        "significantly worse than the bold one; cells without one are not tested."
+    )
 
 
 def active_columns(groups: list[Group]) -> list[ResultKey]:
@@ -202,29 +318,39 @@ def marker(numbers: list[int]) -> str:
 def to_markdown(groups: list[Group]) -> str:
     cols = active_columns(groups)
     marks, notes = card_differences(groups, cols)
+    best = significance_marks(groups, cols)
     header = ["data", "family", "seeds"] + [c.header for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, g in enumerate(groups):
         row = [g.data, g.family, g.runs_cell()]
-        row += [_cell(g.mean_std(c.key), c) + marker(marks.get((i, c.key), [])) for c in cols]
+        row += [_cell(g.stat(c.key), c, best.get((i, c.key), "")) + marker(marks.get((i, c.key), [])) for c in cols]
         lines.append("| " + " | ".join(row) + " |")
     if notes:
         lines += [""] + [f"{marker([n])} {text}" for n, text in enumerate(notes, 1)]
+    note = legend(groups, cols)
+    if note:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(groups: list[Group]) -> str:
     cols = active_columns(groups)
     marks, notes = card_differences(groups, cols)
+    best = significance_marks(groups, cols)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["data", "family", "seeds", "failed"] + [f"{c.key}_{s}" for c in cols for s in ("mean", "std")]
+    fields = ("mean", "std", "low", "high", "interval", "mark")
+    w.writerow(["data", "family", "seeds", "failed"] + [f"{c.key}_{s}" for c in cols for s in fields]
                + ["card_differences"])  # fmt: skip
     for i, g in enumerate(groups):
         row: list[Any] = [g.data, g.family, len(g.ok), sum(g.failures().values())]
         for c in cols:
-            stat = g.mean_std(c.key)
-            row += ["", ""] if stat is None else [stat[0], "" if stat[1] is None else stat[1]]
+            st = g.stat(c.key)
+            if st is None:
+                row += [""] * len(fields)
+                continue
+            row += [st.mean, "" if st.std is None else st.std, "" if st.low is None else st.low,
+                    "" if st.high is None else st.high, st.kind, best.get((i, c.key), "")]  # fmt: skip
         row.append("; ".join(f"{c.key}: {notes[n - 1]}" for c in cols for n in marks.get((i, c.key), [])))
         w.writerow(row)
     return buf.getvalue()

@@ -1,4 +1,4 @@
-"""genbench-compare: the right means and standard deviations from hand-written results."""
+"""genbench-compare: the right means, 95 % intervals and standard deviations from hand-written results."""
 
 from __future__ import annotations
 
@@ -49,8 +49,10 @@ def test_groups_and_statistics(sweep):
 def test_markdown_and_csv(sweep):
     groups = group_records(load_records([sweep]))
     md = to_markdown(groups)
-    assert "| mnist5k | gan | 3 | 14.00 ± 4.00 |" in md
-    assert "| mnist5k | vae | 1 | 30.00 |" in md
+    # 3 seeds: 14 ± t(0.975, 2) · 4/√3 = 14 ± 9.94; not significantly worse than the DDPM's 6 (Welch p = 0.17)
+    assert "| mnist5k | gan | 3 | ≈ 14.00 ± 9.94 |" in md
+    assert "| mnist5k | vae | 1 | 30.00 |" in md  # one seed without eval.ci: no interval, not tested
+    assert "| mnist5k | ddpm | 2 | **6.00 ± 12.71** |" in md
     csv_text = to_csv(groups).splitlines()
     assert csv_text[0].startswith("data,family,seeds,failed,fid_mean,fid_std")
     assert csv_text[1].startswith("mnist5k,gan,3,0,14.0,4.0")
@@ -66,13 +68,13 @@ def test_diverged_runs_are_counted_apart_and_left_out_of_the_means(sweep):
     assert len(gan.records) == 4 and len(gan.ok) == 3 and gan.failures() == {"diverged": 1}
     assert gan.mean_std("fid") == (14.0, 4.0)
     assert gan.mean_std("train_time_s")[0] == 20.0  # 10, 20, 30: the diverged run's 999 s is not averaged in
-    assert "| mnist5k | gan | 3 (+1 diverged) | 14.00 ± 4.00 |" in to_markdown([gan])
+    assert "| mnist5k | gan | 3 (+1 diverged) | 14.00 ± 9.94 |" in to_markdown([gan])  # one row: no marks
     assert to_csv([gan]).splitlines()[1].startswith("mnist5k,gan,3,1,14.0,4.0")
 
 
 def test_cli_writes_files(sweep, tmp_path, capsys):
     assert main([str(sweep), "--csv", str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md")]) == 0
-    assert "14.00 ± 4.00" in capsys.readouterr().out
+    assert "14.00 ± 9.94" in capsys.readouterr().out
     assert (tmp_path / "t.csv").read_text().count("\n") == 4
 
 
@@ -96,7 +98,7 @@ def test_unreadable_results_are_skipped_with_a_note(sweep, capsys, content, reas
     assert main([str(sweep)]) == 0
     out = capsys.readouterr()
     assert out.err.startswith(f"genbench-compare: skipping unreadable {bad}: {reason}") and out.err.count("\n") == 1
-    assert "| mnist5k | gan | 3 | 14.00 ± 4.00 |" in out.out  # the other runs still count
+    assert "| mnist5k | gan | 3 | ≈ 14.00 ± 9.94 |" in out.out  # the other runs still count
 
 
 def test_results_without_read_permission_are_skipped_with_a_note(sweep, monkeypatch, capsys):
@@ -112,7 +114,7 @@ def test_results_without_read_permission_are_skipped_with_a_note(sweep, monkeypa
     assert main([str(sweep)]) == 0
     out = capsys.readouterr()
     assert out.err == f"genbench-compare: skipping unreadable {locked}: Permission denied\n"
-    assert "| mnist5k | gan | 2 | 16.00 ± 2.83 |" in out.out
+    assert "| mnist5k | gan | 2 | ≈ 16.00 ± 25.41 |" in out.out  # 16 ± t(0.975, 1) · 2.83/√2
 
 
 @pytest.mark.parametrize("option, other", [("--markdown", "--csv"), ("--csv", "--markdown")])
@@ -183,5 +185,6 @@ def test_genbench_evaluate_records_are_rows_too(tmp_path, capsys):
     _write(tmp_path / "runs" / "0_vae_seed0", "vae", 0, fid=30.0, data="rings")
     assert main([str(run), str(tmp_path / "runs")]) == 0
     table = capsys.readouterr().out
-    assert f"| rings | samples:theirs.npz | 1 | {record['fid']:.2f} |" in table
+    low, high = record["ci"]["fid"]  # one seed: the evaluation's own bootstrap interval
+    assert f"| rings | samples:theirs.npz | 1 | {record['fid']:.2f} [{low:.2f}, {high:.2f}] |" in table  # the only interval: no marks
     assert "| rings | vae | 1 | 30.00 |" in table
