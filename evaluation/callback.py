@@ -88,12 +88,16 @@ class EvalCallback(L.Callback):
         self._publish(trainer, results, step, f"step{step:06d}")
         self._append_history(trainer, step, results)
 
+    def _train_seconds(self) -> float:
+        """Wall-clock seconds of training so far in this session, evaluations excluded."""
+        return round(time.perf_counter() - (self._train_start or time.perf_counter()) - self._eval_seconds, 3)
+
     def _snapshot(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         """The final evaluation's protocol at ``snapshot_step``, kept in ``eval_snapshot.json`` (a resumed
         run finds it there) and put into ``results.json`` as ``eval_snapshot``."""
-        started = time.perf_counter()
+        train_s, started = self._train_seconds(), time.perf_counter()
         try:
-            results = self._evaluate(pl_module, self.cfg.num_samples)
+            results = {"time_s": train_s, **self._evaluate(pl_module, self.cfg.num_samples)}
         except EvaluationError as e:
             log.warning("snapshot evaluation at step %d failed: %s", step, e)
             results = {"error": str(e)}
@@ -108,15 +112,17 @@ class EvalCallback(L.Callback):
     @rank_zero_only
     def _append_history(self, trainer: L.Trainer, step: int, results: dict[str, Any]) -> None:
         """One line per evaluation in ``eval_history.jsonl``: training wall-clock (evaluations excluded), step, metrics."""
-        train_s = time.perf_counter() - (self._train_start or time.perf_counter()) - self._eval_seconds
-        record = {"step": step, "time_s": round(train_s, 3)}
+        record = {"step": step, "time_s": self._train_seconds()}
         record.update({k: v for k, v in results.items() if isinstance(v, (int, float))})
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "eval_history.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        train_s, step = self._train_seconds(), trainer.global_step
         if not self.cfg.final:
+            if step == self.cfg.snapshot_step:
+                self._snapshot(trainer, pl_module, step)
             return
         try:
             results = self._evaluate(pl_module, self.cfg.num_samples)
@@ -127,8 +133,8 @@ class EvalCallback(L.Callback):
         self.final_results = results
         self.latest = logged_metrics(results)
         self._publish(trainer, results, trainer.global_step, "final")
-        if trainer.global_step == self.cfg.snapshot_step:
-            self._write_snapshot(trainer.global_step, results)
+        if step == self.cfg.snapshot_step:
+            self._write_snapshot(step, {"time_s": train_s, **results})
 
     def add_results(self, results: dict[str, Any]) -> None:
         """Into a ``results.json`` record: the final evaluation under ``eval``, the last logged ``val/*`` into

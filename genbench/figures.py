@@ -66,20 +66,29 @@ def image_rows(rows: Sequence[tuple[str, Tensor]], path: Path, title: str | None
     return _save(fig, path)
 
 
-def fid_vs_time(histories: Mapping[str, Sequence[Mapping[str, float]]], path: Path, metric: str = "fid") -> Path:
-    """FID (or another metric) against wall-clock training time, one line per family."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for family, hist in histories.items():
-        pts = [(h["time_s"], h[metric]) for h in hist if h.get(metric) is not None and math.isfinite(h[metric])]
-        if pts:
-            t, v = zip(*pts, strict=True)
-            ax.plot(t, v, marker="o", label=display_name(family), color=family_color(family))
-    ax.set_xlabel("wall-clock training time (s)")
-    ax.set_ylabel(metric.upper() if metric == "fid" else metric)
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"{metric.upper()} during training (same data, same hardware)")
+def fid_vs_compute(curves: Mapping[str, Sequence[Mapping[str, float]]], path: Path, metric: str = "fid") -> Path:
+    """FID (or another metric) against training FLOPs and against wall-clock training seconds, every
+    family on the same two axes. ``curves[family]``: points with ``flops`` (None: that panel skips the
+    family), ``time_s`` and the metric."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for family, points in curves.items():
+        for ax, x in zip(axes, ("flops", "time_s"), strict=True):
+            pts = [(p[x], p[metric]) for p in points
+                   if p.get(x) is not None and p.get(metric) is not None and math.isfinite(p[metric])]  # fmt: skip
+            if pts:
+                xs, ys = zip(*sorted(pts), strict=True)
+                ax.plot(xs, ys, marker="o", label=display_name(family), color=family_color(family))
+    label = metric.upper() if metric == "fid" else metric
+    axes[0].set_xlabel("training FLOPs (forward + backward)")
+    axes[0].set_xscale("log")
+    axes[1].set_xlabel("wall-clock training seconds (evaluations excluded)")
+    axes[0].set_ylabel(label)
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle(f"{label} during training: who leads at every budget (same data, same hardware)")
+    fig.tight_layout()
     return _save(fig, path)
 
 

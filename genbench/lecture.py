@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from genbench.errors import GenbenchError
 from genbench.io import nearest_existing, read_results
@@ -25,6 +28,7 @@ from genbench.runtime import start as start_runtime
 from models.registry import family_names, family_specs
 
 TOY_DATA = ("rings", "grid")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def available_families() -> list[str]:
@@ -59,6 +63,80 @@ def check_out_dir(out: Path) -> None:
         raise GenbenchError(f"--out {out}: {where}; give a directory")
 
 
+def first_values(overrides: list[str]) -> list[str]:
+    """The overrides with each sweep (``seed=0,1,2``) replaced by its first value: one job's config."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            prefix = "+" * o.is_add() + "++" * o.is_force_add()
+            out.append(f"{prefix}{o.key_or_group}={next(iter(o.sweep_string_iterator()))}")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+@dataclass
+class PlanRow:
+    family: str
+    flops_per_step: float
+    images_per_step: int
+    steps: int
+
+
+def compose_job(family: str, overrides: list[str], experiment: str = "lecture") -> Any:
+    """The validated config of ``family``'s first job of ``experiment=<experiment>`` + ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+
+    from genbench.validate import validate
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[f"experiment={experiment}", *first_values(overrides), f"model={family}"],
+                          return_hydra_config=True)  # fmt: skip
+    except HydraException as e:
+        raise GenbenchError(f"overrides {' '.join(overrides)!r}: {e}") from e
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = tempfile.gettempdir()  # nothing is written: the job's own directory is Hydra's
+        HydraConfig.instance().set_config(cfg)
+        del cfg["hydra"]
+    validate(cfg)
+    return cfg
+
+
+def budget_plan(families: list[str], overrides: list[str]) -> tuple[str, list[PlanRow]]:
+    """``budget.kind`` and each family's steps within the lecture's budget: its step's FLOPs counted as
+    ``genbench-train`` counts them (genbench/budget.py), on the first job of any sweep."""
+    from hydra.utils import instantiate
+
+    from genbench.budget import build_budget
+
+    rows, kind = [], "images"
+    for family in families:
+        cfg = compose_job(family, overrides)
+        kind = str(cfg.budget.kind)
+        if kind != "flops":
+            return kind, []
+        budget = build_budget(cfg, instantiate(cfg.model, _convert_="all"))
+        rows.append(PlanRow(family, float(budget.flops_per_step), budget.images_per_step, budget.planned_steps() or 0))
+    return kind, rows
+
+
+def print_plan(rows: list[PlanRow], kind: str) -> None:
+    print(f"genbench-lecture: the budget ({kind}) in steps and images per family:", flush=True)
+    for r in rows:
+        print(f"  {r.family:>6}: {r.flops_per_step / 1e9:8.2f} GFLOP/step  {r.steps:6d} steps  "
+              f"{r.steps * r.images_per_step:8d} images  {r.steps * r.flops_per_step / 1e12:6.2f} TFLOP", flush=True)
+
+
 def _train(args: list[str]) -> int:
     cmd = [str(Path(sys.executable).parent / "genbench-train"), "-m", *args]
     print("+ " + " ".join(cmd), flush=True)
@@ -71,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output directory (default: outputs/lecture/<date>_<time>)")
     parser.add_argument("--families", default=None,
                         help="comma-separated families (default: the registered ones marked in_lecture)")
+    parser.add_argument("--budget", default=None, type=float, metavar="VALUE",
+                        help="budget.value of the image comparison (default: conf/experiment/lecture.yaml's, "
+                             "training FLOPs per family); the 2-D comparison keeps its own")
     parser.add_argument("--no-2d", action="store_true", help="skip the rings/grid comparison")
     parser.add_argument("--report-only", action="store_true", help="only (re)build the report of the runs in --out")
     parser.add_argument("--no-wandb-report", action="store_true", help="do not log the report figures to W&B")
@@ -88,7 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if not args.report_only:
         print(f"genbench-lecture: {families.replace(',', ', ')} on identical setups -> {out}", flush=True)
-        code = _train(["experiment=lecture", f"model={families}", f"hydra.sweep.dir={out}/images", *args.overrides])
+        image_overrides = [*([f"budget.value={args.budget:g}"] if args.budget is not None else []), *args.overrides]
+        snapshot = []
+        try:
+            kind, rows = budget_plan(families.split(","), image_overrides)
+            if rows:  # equal FLOPs: the equal-images table is every family at the fewest images
+                print_plan(rows, kind)
+                snapshot = [f"eval.snapshot_step={min(r.steps for r in rows)}"]
+        except GenbenchError as e:
+            print(f"genbench-lecture: error: {e}", file=sys.stderr)
+            return 2
+        code = _train(["experiment=lecture", f"model={families}", f"hydra.sweep.dir={out}/images", *snapshot,
+                       *image_overrides])  # fmt: skip
         if code:
             return code
         if not args.no_2d:

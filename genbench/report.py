@@ -3,13 +3,15 @@
 ``build_report(root)`` reads every run under ``root`` (its ``results.json`` and checkpoint),
 groups them by data set and family, and writes into ``root``:
 
-- ``report.md``: the table (mean ± std over seeds) and every figure below;
+- ``report.md``: the budget, the table (at equal FLOPs when the runs had a FLOPs budget, and at equal
+  images beside it) and every figure below;
 - ``table.md`` / ``table.csv``: the table alone (as ``genbench-compare`` prints it);
 - ``samples.png``: the families' samples side by side, from the same fixed seeds;
 - one PNG per figure a family offers (its spec's ``figures`` in :mod:`models.registry`): the DDPM's
   ``forward_diffusion.png`` and ``reverse_chain.png``, the VAE's ``vae_reconstructions.png`` and
   ``vae_interpolation.png``, the GAN's ``gan_interpolation.png``;
-- ``fid_vs_time.png``: FID against wall-clock training time;
+- ``table_equal_images.md`` / ``.csv``: the table at equal training images (runs with ``eval.snapshot_step``);
+- ``fid_vs_compute.png``: FID against training FLOPs and against wall-clock seconds;
 - ``trilemma.png``: quality / diversity / sampling speed;
 - ``toy.png``: each family's samples over the true modes of the 2-D data sets.
 """
@@ -170,6 +172,42 @@ def nearest_training_rows(run: Run, samples: dict[str, torch.Tensor], per_family
     return rows
 
 
+def snapshot_results(results: dict[str, Any]) -> dict[str, Any]:
+    """A run's record as it stood at its snapshot (``eval.snapshot_step``): that evaluation, steps,
+    images and training seconds (evaluations excluded) at that step."""
+    snap = dict(results["eval_snapshot"])
+    step = int(snap.pop("step"))
+    seconds = snap.pop("time_s", None)
+    per_step = (results.get("budget") or {}).get("images_per_step")
+    images = step * per_step if per_step else None
+    return {**results, "eval": snap, "steps": step, "train_images": images, "train_time_s": seconds,
+            "train_images_per_s": round(images / seconds, 2) if images and seconds else None}
+
+
+def compute_curve(run: Run) -> list[dict[str, float | None]]:
+    """The run's evaluations during training with the training FLOPs at each (step × FLOPs per step)."""
+    per_step = (run.results.get("budget") or {}).get("flops_per_step")
+    return [{**h, "flops": h["step"] * per_step if per_step else None} for h in run.history()]
+
+
+def budget_lines(grouped: dict[str, dict[str, list[Run]]]) -> list[str]:
+    """One line per data set: the budget every family got and what each used of it."""
+    lines = []
+    for data, fams in grouped.items():
+        first = next(iter(fams.values()))[0].results
+        budget = first.get("budget") or {}
+        used = {f: (rs[0].results.get("used") or {}) for f, rs in fams.items()}
+        images = ", ".join(f"{figures.display_name(f)} {u.get('images', 0):,}" for f, u in used.items())
+        if budget.get("kind") == "flops":
+            lines.append(f"- **{data}: equal training FLOPs**, {float(budget['value']):.3g} per family (forward and "
+                         f"backward passes of the networks, counted once per step): training images {images}.")
+        elif budget.get("kind") == "time":
+            lines.append(f"- **{data}: equal wall-clock time**, {budget['value']} s per family: training images {images}.")
+        else:
+            lines.append(f"- **{data}: equal training images**: {images}.")
+    return lines
+
+
 def _mean(runs: list[Run], key: str) -> float | None:
     vals = [r.eval.get(key) for r in runs if isinstance(r.eval.get(key), (int, float))]
     return sum(vals) / len(vals) if vals else None
@@ -187,6 +225,13 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
     table = to_markdown(groups)
     atomic_write_bytes(root / "table.md", table.encode())
     atomic_write_bytes(root / "table.csv", to_csv(groups).encode())
+    snapshots = [snapshot_results(r.results) for r in runs if r.results.get("eval_snapshot")]
+    equal_images = None
+    if snapshots:
+        snapshot_groups = group_records([flatten(r) for r in snapshots])
+        equal_images = to_markdown(snapshot_groups)
+        atomic_write_bytes(root / "table_equal_images.md", equal_images.encode())
+        atomic_write_bytes(root / "table_equal_images.csv", to_csv(snapshot_groups).encode())
 
     made: dict[str, Path] = {}
     figure_text: dict[str, tuple[str, str]] = {}
@@ -195,9 +240,9 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
     for d in image_data[:1]:
         pictures, figure_text = lecture_pictures(grouped[d], root)
         made.update(pictures)
-        hist = {f: rs[0].history() for f, rs in grouped[d].items()}
-        if any(hist.values()):
-            made["fid_vs_time"] = figures.fid_vs_time(hist, root / "fid_vs_time.png")
+        curves = {f: compute_curve(rs[0]) for f, rs in grouped[d].items()}
+        if any(curves.values()):
+            made["fid_vs_compute"] = figures.fid_vs_compute(curves, root / "fid_vs_compute.png")
         made["trilemma"] = figures.trilemma(
             {f: {k: _mean(rs, k) for k in ("fid", "precision", "recall", "coverage", "sample_images_per_s")}
              for f, rs in grouped[d].items()}, root / "trilemma.png")
@@ -211,7 +256,7 @@ def build_report(root: str | Path, wandb_group: str | None = None) -> Path:
                              rs[0].eval) for f, rs in grouped[d].items()}  # fmt: skip
         made["toy"] = figures.toy_scatter(panels, centers, stds, root / "toy.png")
 
-    md = render_markdown(root, runs, table, made, figure_text)
+    md = render_markdown(root, runs, table, made, figure_text, equal_images)
     report = root / "report.md"
     atomic_write_bytes(report, md.encode())
     if wandb_group is not None:
@@ -234,7 +279,7 @@ def _machine() -> str:
 
 
 def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Path],
-                    family_figures: dict[str, tuple[str, str]]) -> str:  # fmt: skip
+                    family_figures: dict[str, tuple[str, str]], equal_images: str | None = None) -> str:  # fmt: skip
     any_run = runs[0]
     cfg = any_run.results["config"]
     ev = any_run.eval
@@ -243,15 +288,30 @@ def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Pat
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} on {_machine()}.",
         "",
-        "Every family was trained on the same data split with the same batch size, the same number of "
-        f"training images (`trainer.max_steps` × `data.batch_size`), precision `{cfg['trainer'].get('precision')}`, "
-        "and evaluated by the same loop"
+        "Every family was trained on the same data split with the same batch size, precision "
+        f"`{cfg['trainer'].get('precision')}` and training budget, and evaluated by the same loop"
         + (f" (features `{ev.get('features')}`, {ev.get('num_samples')} samples)." if ev else "."),
         "",
-        "## Results",
+        *budget_lines(_by_data_family(runs)),
+        "",
+        "## Results" + (" at equal training FLOPs" if equal_images else ""),
         "",
         table,
         "",
+    ]
+    if equal_images:
+        lines += [
+            "## Results at equal training images",
+            "",
+            "The same runs, evaluated with the same protocol at the step where every family had seen as many "
+            "training images as the family with the fewest had at the end (`eval.snapshot_step`). A family's "
+            "learning rate does not depend on the run's length (the DDPM's cosine decay ends at its own last "
+            "step, which is this step), so each row is what a run of that many images gives.",
+            "",
+            equal_images,
+            "",
+        ]
+    lines += [
         "Means ± sample standard deviations over seeds. NLL is a bound in bits/dim on the validation split "
         "(DDPM: the full variational bound; VAE: the importance-weighted bound, only with a likelihood of "
         "8-bit images, `net.image.likelihood=discretized_gaussian` — the default Bernoulli decoder gives "
@@ -262,7 +322,10 @@ def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Pat
     figure_text = [("samples", "## Samples", "The same seeds for every family.")]
     figure_text += [(key, f"## {heading}", caption) for key, (heading, caption) in family_figures.items()]
     figure_text += [
-        ("fid_vs_time", "## FID during training", "Measured by the training-time evaluation callback (small sample count)."),
+        ("fid_vs_compute", "## FID against training compute",
+         "Evaluations during training at the same fractions of the budget for every family (`eval.at_fractions`, "
+         "`eval.val_num_samples` samples, so lower sample counts than the table's): FID against training FLOPs "
+         "and against wall-clock seconds, evaluations excluded. Who leads at every budget, not only at the end."),
         ("trilemma", "## Quality, diversity, speed", "The generative learning trilemma (Xiao et al. 2022): no family wins all three."),
         ("toy", "## 2-D mode coverage", "Modes covered and the share of samples within 3σ of a mode (Srivastava et al. 2017)."),
     ]

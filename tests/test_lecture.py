@@ -10,7 +10,7 @@ from genbench.compare import group_records, load_records
 from tests.conftest import run_cli
 
 REPORT_FILES = ["report.md", "table.md", "table.csv", "samples.png", "forward_diffusion.png", "reverse_chain.png",
-                "vae_reconstructions.png", "vae_interpolation.png", "gan_interpolation.png", "fid_vs_time.png",
+                "vae_reconstructions.png", "vae_interpolation.png", "gan_interpolation.png", "fid_vs_compute.png",
                 "trilemma.png", "toy.png"]
 # A smaller UNet (the other families ignore the key), and one thread: on a busy 2-core machine two
 # OpenMP threads per op wait on each other's time slices (the tiny lecture once took 900 s so).
@@ -22,15 +22,27 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     from genbench.lecture import default_families
 
     out = tmp_path / "lecture"
-    tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32", "eval.every_n_steps=2",
+    tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32",
             "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false", *SMALL_UNET]
-    r = run_cli("genbench-lecture", "--out", str(out), "--", *tiny, timeout=900, env=ONE_THREAD)
+    # 5e10 FLOPs: the GAN 4 steps, the DDPM with the small UNet 5, the VAE 15; the 2-D runs trainer.max_steps
+    r = run_cli("genbench-lecture", "--out", str(out), "--budget", "5e10", "--", *tiny, timeout=900, env=ONE_THREAD)
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     for name in REPORT_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, f"missing {name}"
     report = (out / "report.md").read_text()
     for name in REPORT_FILES[3:]:
         assert f"]({name})" in report, f"{name} not in report.md"
+    assert "gan:    10.54 GFLOP/step       4 steps" in r.stdout  # the plan, before training
+    # equal FLOPs, and equal images beside it: every family at the GAN's 4 steps (512 images)
+    assert "## Results at equal training FLOPs" in report and "## Results at equal training images" in report
+    assert "**mnist5k: equal training FLOPs**, 5e+10 per family" in report
+    steps = {}
+    for f in sorted((out / "images").glob("*/results.json")):
+        res = json.loads(f.read_text())
+        assert res["used"]["flops"] <= 5e10 < res["used"]["flops"] + res["budget"]["flops_per_step"]
+        assert res["eval_snapshot"]["step"] == 4 and res["eval_snapshot"]["num_samples"] == 64
+        steps[res["family"]] = res["steps"]
+    assert steps == {"gan": 4, "vae": 15, "ddpm": 5}
     groups = group_records(load_records([out]))
     assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings", "grid") for f in default_families()}
     # memorization of the training digits is scored for every family and tabulated, next to the nearest-image figure
@@ -48,7 +60,7 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
 
 def test_two_seed_lecture_multirun_gives_mean_and_std_per_family(tmp_path):
     out = tmp_path / "multi"
-    tiny = ["trainer.max_steps=3", "eval.num_samples=40", "eval.every_n_steps=0", "eval.kid_subset_size=16",
+    tiny = ["budget.kind=images", "trainer.max_steps=3", "eval.num_samples=40", "eval.at_fractions=[]", "eval.kid_subset_size=16",
             "eval.nll_samples=2", "trainer.enable_progress_bar=false", "logger=csv", *SMALL_UNET]
     r = run_cli("genbench-train", "-m", "experiment=lecture", "model=gan,vae,ddpm", "seed=0,1", *tiny,
                 f"hydra.sweep.dir={out}", timeout=900, env=ONE_THREAD)
