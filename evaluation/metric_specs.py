@@ -31,6 +31,7 @@ from evaluation.metrics import (
     KID,
     ManifoldMetrics,
     ModeMetrics,
+    centred_interval,
     fid_of_resamples,
     finite_or_none,
     manifold_resampled,
@@ -202,8 +203,12 @@ class ManifoldState(RealAndFakeFeatures):
         return dict(self.metric.compute())
 
     def bootstrap(self, resamples: Resamples) -> dict[str, tuple[float, float]]:
+        """precision, density: percentile intervals; recall, coverage (of the generated set, which a resample
+        thins): centred on the estimate (:func:`~evaluation.metrics.centred_interval`)."""
         values = manifold_resampled(self.metric.parts, self.metric.nearest_k, resamples.counts())
-        return {key: percentile_interval(v) for key, v in values.items()}
+        estimate = self.metric.compute_values()
+        return {key: centred_interval(v, estimate[key]) if key in ("recall", "coverage") else percentile_interval(v)
+                for key, v in values.items()}  # fmt: skip
 
 
 def build_manifold(ctx: MetricContext) -> ManifoldState:

@@ -132,6 +132,15 @@ def percentile_interval(replicates: Tensor, level: float = 0.95) -> tuple[float,
     return float(low), float(high)
 
 
+def centred_interval(replicates: Tensor, estimate: float, level: float = 0.95) -> tuple[float, float]:
+    """:func:`percentile_interval` shifted so that the replicates' median is ``estimate``: for metrics of the
+    generated *set* (recall, coverage), which a resample, holding only ≈ 63 % distinct samples, lowers
+    systematically (coverage 0.51 -> 0.38 on 600 rings points): the spread is the bootstrap's, the level the estimate's."""
+    low, high = percentile_interval(replicates, level)
+    shift = estimate - float(replicates.double().median())
+    return low + shift, high + shift
+
+
 def psd_sqrt(sigma: Tensor) -> Tensor:
     """Σ^½ of a symmetric PSD matrix, from its eigendecomposition (rounding-negative eigenvalues clamped to 0)."""
     lam, v = torch.linalg.eigh(sigma)
@@ -465,6 +474,10 @@ class ManifoldMetrics(Metric):
 
     def compute(self) -> dict[str, float]:
         self.parts = _manifold_parts(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.nearest_k)
+        return self.compute_values()
+
+    def compute_values(self) -> dict[str, float]:
+        """The values of the last ``compute`` (from ``parts``)."""
         return _manifold_values(self.parts, self.nearest_k)
 
 
