@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: install test test-all lecture bench bench-quick gpu-check lint clean
+.PHONY: install test test-all lecture tune bench bench-quick gpu-check lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ test-all: $(STAMP)
 lecture: $(STAMP)
 	$(BIN)/python benchmarks/speed_probe.py
 	$(BIN)/genbench-lecture $(if $(FAMILIES),--families $(FAMILIES))
+
+# The equal tuning (docs/tuning.md): one Optuna search per family, the same trials, per-trial budget (the
+# lecture's training FLOPs) and objective (conf/tuning/optuna.yaml). A killed search continues when re-run.
+TUNE_FAMILIES ?= gan vae ddpm
+tune: $(STAMP)
+	for f in $(TUNE_FAMILIES); do \
+	  $(BIN)/genbench-train experiment=lecture hparams_search=$${f}_optuna logger=csv \
+	    trainer.enable_progress_bar=false hydra.sweep.dir=outputs/tune/$$f || exit 1; done
 
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
 # One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time
