@@ -55,6 +55,18 @@ def parse_families(text: str) -> list[str]:
     return names
 
 
+def parse_toy_data(text: str) -> list[str]:
+    """The data sets of ``--toy-data``; raises GenbenchError on an unknown, empty or repeated name."""
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in TOY_DATA:
+            problem = "an empty name" if not name else f"unknown 2-D data set {name!r}"
+            raise GenbenchError(f"--toy-data {text!r}: {problem}; allowed: {', '.join(TOY_DATA)} (comma-separated)")
+    if len(set(names)) < len(names):
+        raise GenbenchError(f"--toy-data {text!r}: a data set is named more than once; give each once")
+    return names
+
+
 def check_out_dir(out: Path) -> None:
     """Raise GenbenchError when ``out`` (or the nearest of its folders that exists) is not a directory."""
     existing = nearest_existing(out)
@@ -153,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="budget.value of the image comparison (default: conf/experiment/lecture.yaml's, "
                              "training FLOPs per family); the 2-D comparison keeps its own")
     parser.add_argument("--no-2d", action="store_true", help="skip the rings/grid comparison")
+    parser.add_argument("--toy-data", default=",".join(TOY_DATA),
+                        help=f"comma-separated 2-D data sets of the second comparison (default: {','.join(TOY_DATA)})")
     parser.add_argument("--report-only", action="store_true", help="only (re)build the report of the runs in --out")
     parser.add_argument("--no-wandb-report", action="store_true", help="do not log the report figures to W&B")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. seed=0,1 trainer.max_steps=500")
@@ -161,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         start_runtime()
         families = ",".join(parse_families(args.families if args.families is not None else ",".join(default_families())))
+        toy_data = parse_toy_data(args.toy_data)
+        if args.budget is not None and not (0 < args.budget < float("inf")):
+            raise GenbenchError(f"--budget {args.budget:g}: must be a finite number > 0 (the image comparison's "
+                                "budget.value: training FLOPs per family)")
         check_out_dir(out)
     except GenbenchError as e:
         print(f"genbench-lecture: error: {e}", file=sys.stderr)
@@ -184,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
         if not args.no_2d:
-            code = _train(["experiment=lecture_2d", f"data={','.join(TOY_DATA)}", f"model={families}",
+            code = _train(["experiment=lecture_2d", f"data={','.join(toy_data)}", f"model={families}",
                            f"hydra.sweep.dir={out}/toy", *args.overrides])
             if code:
                 return code

@@ -208,6 +208,24 @@ def budget_lines(grouped: dict[str, dict[str, list[Run]]]) -> list[str]:
     return lines
 
 
+def tuning_lines(grouped: dict[str, dict[str, list[Run]]]) -> list[str]:
+    """Where each family's defaults came from: the search recorded in ``conf/tuned/<data>_<model>.yaml``
+    (the run's config ``tuned``), else hand-set."""
+    lines = []
+    for data, fams in grouped.items():
+        parts = []
+        for family, rs in fams.items():
+            tuned = (rs[0].results.get("config") or {}).get("tuned") or {}
+            name = figures.display_name(family)
+            if tuned.get("study"):
+                parts.append(f"{name}: Optuna study `{tuned['study']}` ({tuned.get('trials')} trials at "
+                             f"{tuned.get('budget')}; {tuned.get('result', '')})".replace("; )", ")"))
+            else:
+                parts.append(f"{name}: hand-set, no search")
+        lines.append(f"- **{data}**: " + "; ".join(parts) + ".")
+    return lines
+
+
 def _mean(runs: list[Run], key: str) -> float | None:
     vals = [r.eval.get(key) for r in runs if isinstance(r.eval.get(key), (int, float))]
     return sum(vals) / len(vals) if vals else None
@@ -293,6 +311,11 @@ def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Pat
         + (f" (features `{ev.get('features')}`, {ev.get('num_samples')} samples)." if ev else "."),
         "",
         *budget_lines(_by_data_family(runs)),
+        "",
+        "Each family's defaults, and the search that chose them (the same trials and per-trial budget for every "
+        "family, docs/tuning.md):",
+        "",
+        *tuning_lines(_by_data_family(runs)),
         "",
         "## Results" + (" at equal training FLOPs" if equal_images else ""),
         "",

@@ -79,17 +79,26 @@ def _kill_and_resume(run_dir: Path, family: str, steps: int, every: int) -> tupl
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_killed_and_resumed_run_equals_uninterrupted_run(tmp_path, family):
+    _resume_cases(tmp_path, family, everies=(10,))
+
+
+@pytest.mark.slow
+def test_resumes_at_an_epoch_boundary(tmp_path):
+    _resume_cases(tmp_path, "vae", everies=(2000 // 256,))
+
+
+def _resume_cases(tmp_path: Path, family: str, everies: tuple[int, ...]) -> None:
     steps = 150
     ref = subprocess.run(_cmd(tmp_path / "ref", family, steps, "callbacks.model_checkpoint.every_n_train_steps=10"), env=_env(), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
     a = _state(tmp_path / "ref" / "checkpoints" / "last.ckpt")
     assert a["step"] == steps
 
-    # 2000 training points in batches of 256: 7 full batches an epoch. Checkpoints every 7 steps
-    # resume at an epoch boundary (where a new loader iterator and a validation pass come next);
-    # every 10 steps, mostly inside an epoch.
+    # 2000 training points in batches of 256: 7 full batches an epoch. Checkpoints every 10 steps resume
+    # mostly inside an epoch (the default suite); every 7 steps at an epoch boundary, where a new loader
+    # iterator and a validation pass come next (the slow tests, as test_resumes_at_an_epoch_boundary).
     per_epoch = 2000 // 256
-    for every in (per_epoch, 10):
+    for every in everies:
         killed_at, b = _kill_and_resume(tmp_path / f"killed_every{every}", family, steps, every)
         if every == per_epoch:
             assert killed_at % per_epoch == 0
