@@ -78,7 +78,7 @@ class EvalCallback(L.Callback):
         self._last_step = step
         started = time.perf_counter()
         try:
-            results = self._evaluate(pl_module, self.cfg.val_num_samples, self.cfg.val_nll_samples)
+            results = self._evaluate(pl_module, self.cfg.val_num_samples, self.cfg.val_nll_samples, bootstrap=0)
         except EvaluationError as e:
             log.warning("evaluation at step %d skipped: %s", step, e)
             return
@@ -146,10 +146,12 @@ class EvalCallback(L.Callback):
         if self.cfg.snapshot_step is not None and snapshot.is_file():
             results["eval_snapshot"] = json.loads(snapshot.read_text())
 
-    def _evaluate(self, pl_module: L.LightningModule, n: int, nll_samples: int | None = None) -> dict[str, Any]:
+    def _evaluate(self, pl_module: L.LightningModule, n: int, nll_samples: int | None = None,
+                  bootstrap: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """``bootstrap``: None for ``eval.bootstrap`` (the final protocol), 0 for none (the evaluations during training)."""
         assert self.evaluator is not None, "setup() builds the evaluator"
         self.evaluator.to(pl_module.device)
-        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n, nll_samples)
+        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n, nll_samples, bootstrap=bootstrap)
 
     @rank_zero_only
     def _publish(self, trainer: L.Trainer, results: dict[str, Any], step: int, name: str) -> None:

@@ -335,7 +335,8 @@ def render_markdown(root: Path, runs: list[Run], table: str, made: dict[str, Pat
             "",
         ]
     lines += [
-        "Means ± sample standard deviations over seeds. NLL is a bound in bits/dim on the validation split "
+        "Each cell: the mean with its 95 % interval (over seeds, or the bootstrap over samples for one seed; the "
+        "legend under the table says which and how the marks are decided). NLL is a bound in bits/dim on the validation split "
         "(DDPM: the full variational bound; VAE: the importance-weighted bound, only with a likelihood of "
         "8-bit images, `net.image.likelihood=discretized_gaussian` — the default Bernoulli decoder gives "
         "clearly better samples but is no density of 8-bit images, so no bits/dim); GANs have none. "
@@ -375,7 +376,7 @@ def log_to_wandb(root: Path, made: dict[str, Path], groups, group: str) -> None:
         cols = active_columns(groups)
         table = wandb.Table(columns=["data", "family", "seeds"] + [c.key for c in cols])
         for g in groups:
-            table.add_data(g.data, g.family, g.runs_cell(), *[(g.mean_std(c.key) or (None,))[0] for c in cols])
+            table.add_data(g.data, g.family, g.runs_cell(), *[getattr(g.stat(c.key), "mean", None) for c in cols])
         run.log({"comparison": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in made.items()}})
     finally:
         run.finish()
