@@ -30,11 +30,15 @@ lecture: $(STAMP)
 
 # The equal tuning (docs/tuning.md): one Optuna search per family, the same trials, per-trial budget (the
 # lecture's training FLOPs) and objective (conf/tuning/optuna.yaml). A killed search continues when re-run.
+# Then each family's current defaults under the same protocol, and the table (--write adopts: docs/tuning.md).
 TUNE_FAMILIES ?= gan vae ddpm
+TUNE_ARGS = experiment=lecture logger=csv trainer.enable_progress_bar=false
 tune: $(STAMP)
 	for f in $(TUNE_FAMILIES); do \
-	  $(BIN)/genbench-train experiment=lecture hparams_search=$${f}_optuna logger=csv \
-	    trainer.enable_progress_bar=false hydra.sweep.dir=outputs/tune/$$f || exit 1; done
+	  $(BIN)/genbench-train $(TUNE_ARGS) hparams_search=$${f}_optuna hydra.sweep.dir=outputs/tune/$$f || exit 1; \
+	  $(BIN)/genbench-train $(TUNE_ARGS) model=$$f +tuning=protocol hydra.run.dir=outputs/tune/$${f}_default || exit 1; \
+	done
+	$(BIN)/python -m genbench.tuning $(foreach f,$(TUNE_FAMILIES),outputs/tune/$(f) --baseline $(f)=outputs/tune/$(f)_default)
 
 # Speed benchmarks (benchmarks/): each script writes a JSON record to benchmarks/results/.
 # One torch thread by default: on a shared CPU, two OpenMP threads per op wait on each other's time

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="append", default=[], metavar="FAMILY=RUN_DIR",
                         help="the run of a family's current defaults under the same protocol")
     parser.add_argument("--write", action="store_true", help="write conf/tuned/<data>_<family>.yaml for the adopted searches")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # make tune interleaves sweep directories and --baseline
     try:
         searches = [load_search(Path(d)) for d in args.sweeps]
         for item in args.baseline:
