@@ -22,7 +22,7 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     from genbench.lecture import default_families
 
     out = tmp_path / "lecture"
-    tiny = ["trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32",
+    tiny = ["seed=0", "trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32",
             "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false", *SMALL_UNET]
     # 5e10 FLOPs: the GAN 4 steps, the DDPM with the small UNet 5, the VAE 15; the 2-D runs trainer.max_steps
     r = run_cli("genbench-lecture", "--out", str(out), "--budget", "5e10", "--toy-data", "rings", "--", *tiny,
