@@ -60,7 +60,11 @@ EXPERIMENT = {"rings": "lecture_2d", "mnist5k": "lecture"}
 KEYS = ("fid", "kid_mean", "precision", "recall", "modes_covered", "num_modes", "high_quality_share", "nfe",
         "sample_images_per_s", "eval_time_s")  # fmt: skip
 LABELS = {"ddpm": "Algorithm 2", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "heun": "Heun (EDM)",
-          "euler": "Euler", "midpoint": "midpoint"}  # fmt: skip
+          "euler": "Euler", "midpoint": "midpoint", ("flow", "heun"): "Heun"}  # fmt: skip
+
+
+def label(family: str, sampler: str) -> str:
+    return LABELS.get((family, sampler)) or LABELS.get(sampler, sampler)
 
 
 # --- what runs -----------------------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
                 xs = [p["nfe"] for p in by_nfe.values()]
                 ys = [p["fid_mean"] for p in by_nfe.values()]
                 ax.plot(xs, ys, styles.get(family, "-") + m, color=col, ms=4,
-                        label=f"{family.upper()}: {LABELS.get(sampler, sampler)}")  # fmt: skip
+                        label=f"{family.upper()}: {label(family, sampler)}")  # fmt: skip
         if c.get("real_floor_fid"):
             ax.axhline(c["real_floor_fid"], color="grey", ls=":", label="real samples (floor)")
         ax.set_xscale("log")
@@ -356,7 +360,7 @@ def detail_lines(rec: dict[str, Any]) -> list[str]:
                 for n in nfes:
                     p = by_nfe.get(str(n))
                     cells.append("—" if p is None else f"{p['fid_mean']:.3g}" + ("" if p["nfe"] == n else f" ({p['nfe']})"))
-                out.append(f"| {family.upper()} | {LABELS.get(sampler, sampler)} | " + " | ".join(cells) + " |")
+                out.append(f"| {family.upper()} | {label(family, sampler)} | " + " | ".join(cells) + " |")
     return out
 
 

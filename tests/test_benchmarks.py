@@ -373,7 +373,7 @@ def test_fid_vs_nfe_record(one_thread, records):
     rows = fid_vs_nfe.target_rows(rec)
     assert len(rows) == 1 and rows[0][2] == "reported" and "means of 2 sampling seeds" in rows[0][1]
     lines = "\n".join(fid_vs_nfe.detail_lines(rec))
-    assert "| DDPM | Heun (EDM) |" in lines and " (9) |" in lines and "| FLOW | midpoint |" in lines
+    assert "| DDPM | Heun (EDM) |" in lines and " (9) |" in lines and "| FLOW | midpoint |" in lines and "| FLOW | Heun |" in lines
     with pytest.raises(SystemExit, match="--check-nfes"):
         fid_vs_nfe.main(["--nfes", "10,20", "--check-nfes", "20,100", "--out", str(out)])
     with pytest.raises(SystemExit, match="must be FAMILY=PATH"):
