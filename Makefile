@@ -49,6 +49,8 @@ tune: $(STAMP)
 BENCH_ARGS ?= --threads 1
 INCEPTION_WEIGHTS ?=
 INCEPTION_ARGS = $(if $(INCEPTION_WEIGHTS),--inception-weights $(INCEPTION_WEIGHTS),--random-inception)
+# FID against NFE on the lecture's checkpoints: FID_VS_NFE_ARGS="--ckpt ddpm=PATH --ckpt flow=PATH" (else rings only)
+FID_VS_NFE_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py $(BENCH_ARGS)
