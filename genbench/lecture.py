@@ -14,6 +14,7 @@ or ``data=fashion_mnist trainer=gpu`` for another data set and hardware.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from genbench.errors import GenbenchError
-from genbench.io import nearest_existing, read_results
+from genbench.io import atomic_write_bytes, nearest_existing, read_results
 from genbench.runtime import start as start_runtime
 from models.registry import family_names, family_specs
 
@@ -185,37 +186,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     start = time.perf_counter()
+    phases: dict[str, float] = {}  # seconds per phase, printed at the end and kept in timing.json
     if not args.report_only:
         print(f"genbench-lecture: {families.replace(',', ', ')} on identical setups -> {out}", flush=True)
         image_overrides = [*([f"budget.value={args.budget:g}"] if args.budget is not None else []), *args.overrides]
         snapshot = []
         try:
+            tick = time.perf_counter()
             kind, rows = budget_plan(families.split(","), image_overrides)
+            phases["plan"] = time.perf_counter() - tick
             if rows:  # equal FLOPs: the equal-images table is every family at the fewest images
                 print_plan(rows, kind)
                 snapshot = [f"eval.snapshot_step={min(r.steps for r in rows)}"]
         except GenbenchError as e:
             print(f"genbench-lecture: error: {e}", file=sys.stderr)
             return 2
+        tick = time.perf_counter()
         code = _train(["experiment=lecture", f"model={families}", f"hydra.sweep.dir={out}/images", *snapshot,
                        *image_overrides])  # fmt: skip
+        phases["images"] = time.perf_counter() - tick
         if code:
             return code
         if not args.no_2d:
+            tick = time.perf_counter()
             code = _train(["experiment=lecture_2d", f"data={','.join(toy_data)}", f"model={families}",
                            f"hydra.sweep.dir={out}/toy", *args.overrides])
+            phases["toy"] = time.perf_counter() - tick
             if code:
                 return code
 
     from genbench.report import build_report
 
     group = None if args.no_wandb_report else "lecture_" + _image_data_name(out)
+    tick = time.perf_counter()
     try:
         report = build_report(out, wandb_group=group)
     except GenbenchError as e:
         print(f"genbench-lecture: error: {e}", file=sys.stderr)
         return 2
-    print(f"genbench-lecture: done in {time.perf_counter() - start:.0f} s.\n"
+    phases["report"] = time.perf_counter() - tick
+    total = time.perf_counter() - start
+    atomic_write_bytes(out / "timing.json", json.dumps({"total_s": round(total, 1), **{f"{k}_s": round(v, 1) for k, v in
+                                                        phases.items()}}, indent=1).encode())  # fmt: skip
+    print(f"genbench-lecture: done in {total:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in phases.items())}).\n"
           f"  report:  {report}\n  runs:    {out}/images, {out}/toy\n"
           f"  compare: genbench-compare {out}/images", flush=True)
     return 0

@@ -34,6 +34,9 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     for name in REPORT_FILES[3:]:
         assert f"]({name})" in report, f"{name} not in report.md"
     assert "gan:    10.54 GFLOP/step       4 steps" in r.stdout  # the plan, before training
+    timing = json.loads((out / "timing.json").read_text())  # where the time went, per phase
+    assert set(timing) == {"total_s", "plan_s", "images_s", "toy_s", "report_s"}
+    assert sum(v for k, v in timing.items() if k != "total_s") <= timing["total_s"] + 0.5
     # equal FLOPs, and equal images beside it: every family at the GAN's 4 steps (512 images)
     assert "## Results at equal training FLOPs" in report and "## Results at equal training images" in report
     assert "**mnist5k: equal training FLOPs**, 5e+10 per family" in report
