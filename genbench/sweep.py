@@ -234,6 +234,11 @@ def continue_optuna_study(config: DictConfig) -> int:
         config.hydra.sweep.subdir = f"{held}+{sweep['subdir']}"
         # Each job's config is composed again from the command line's hydra overrides: the new subdir goes there too.
         config.hydra.overrides.hydra.append(f"hydra.sweep.subdir='{held}+{sweep['subdir']}'")
+        # A sampler seeded as before would draw its random start-up trials again from the start, repeating the
+        # first trials' parameters: each launch seeds it with the seed plus the trials the study already holds.
+        sampler = config.hydra.sweeper.get("sampler")
+        if sampler is not None and sampler.get("seed") is not None:
+            sampler.seed = int(sampler.seed) + held
     print(f"genbench-train: continuing Optuna study {name!r} ({storage}): {done} trial(s) finished, {left} to run",
           flush=True)  # fmt: skip
     return len(trials)

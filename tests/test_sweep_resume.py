@@ -211,6 +211,11 @@ def test_a_stopped_optuna_study_continues(tmp_path):
 
     assert continue_optuna_study(cfg) == 4
     assert cfg.hydra.sweeper.n_trials == 3
+    # the sampler's seed moves on by the trials held: seeded as before, its random start-up trials would
+    # repeat the first launch's parameters (a search restarted this way once re-ran trial 0's exactly)
+    assert cfg.hydra.sweeper.sampler.seed == 0 + 3
+    first = optuna.samplers.RandomSampler(seed=0)._rng.uniform()
+    assert optuna.samplers.RandomSampler(seed=cfg.hydra.sweeper.sampler.seed)._rng.uniform() != first
     study = optuna.load_study(study_name="vae_mnist5k_fid", storage=journal_storage(cfg.hydra.sweeper.storage.path))
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL, TrialState.WAITING]
     assert study.get_trials()[3].system_attrs["fixed_params"] == {"model.lr": 5e-4}  # asked again first
