@@ -64,7 +64,7 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
 
 def test_two_seed_lecture_multirun_gives_mean_and_std_per_family(tmp_path):
     out = tmp_path / "multi"
-    tiny = ["budget.kind=images", "trainer.max_steps=3", "eval.num_samples=40", "eval.at_fractions=[]", "eval.kid_subset_size=16",
+    tiny = ["budget.kind=images", "budget.value=null", "trainer.max_steps=3", "eval.num_samples=40", "eval.at_fractions=[]", "eval.kid_subset_size=16",
             "eval.nll_samples=2", "trainer.enable_progress_bar=false", "logger=csv", *SMALL_UNET]
     r = run_cli("genbench-train", "-m", "experiment=lecture", "model=gan,vae,ddpm", "seed=0,1", *tiny,
                 f"hydra.sweep.dir={out}", timeout=900, env=ONE_THREAD)
