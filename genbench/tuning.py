@@ -25,6 +25,7 @@ from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes, read_results
 
 TUNED_DIR = Path(__file__).resolve().parent.parent / "conf" / "tuned"
+DOCS_START, DOCS_END = "<!-- tuning:start -->", "<!-- tuning:end -->"
 
 
 @dataclass
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="append", default=[], metavar="FAMILY=RUN_DIR",
                         help="the run of a family's current defaults under the same protocol")
     parser.add_argument("--write", action="store_true", help="write conf/tuned/<data>_<family>.yaml for the adopted searches")
+    parser.add_argument("--docs", default=None, metavar="PAGE",
+                        help="also put the table between <!-- tuning:start --> and <!-- tuning:end --> in PAGE (docs/tuning.md)")
     args = parser.parse_intermixed_args(argv)  # make tune interleaves sweep directories and --baseline
     try:
         searches = [load_search(Path(d)) for d in args.sweeps]
@@ -139,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     except (GenbenchError, KeyError, ValueError) as e:
         print(f"genbench.tuning: error: {e}", file=sys.stderr)
         return 2
-    print(markdown(searches))
+    table = markdown(searches)
+    print(table)
+    if args.docs:
+        page = Path(args.docs).read_text()
+        head, _, rest = page.partition(DOCS_START)
+        _, _, tail = rest.partition(DOCS_END)
+        atomic_write_bytes(Path(args.docs), f"{head}{DOCS_START}\n{table}\n{DOCS_END}{tail}".encode())
     if args.write:
         for s in searches:
             path = write_tuned(s, time.strftime("%Y-%m-%d"))

@@ -64,3 +64,13 @@ def test_bad_baseline_is_one_clear_error(tmp_path, capsys):
     assert "--baseline 'vae=somewhere': must be FAMILY=RUN_DIR for a family of the searches (gan)" in capsys.readouterr().err
     assert tuning.main([str(tmp_path / "nothing")]) == 2
     assert "no optuna.jsonl" in capsys.readouterr().err
+
+
+def test_docs_page_gets_the_table_between_its_markers(tmp_path, capsys):
+    sweep, _ = _search(tmp_path, [3.0, 2.0])
+    page = tmp_path / "tuning.md"
+    page.write_text("intro\n<!-- tuning:start -->\nold table\n<!-- tuning:end -->\nafter\n")
+    assert tuning.main([str(sweep), "--docs", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("intro\n<!-- tuning:start -->\n### gan on mnist5k") and text.endswith("<!-- tuning:end -->\nafter\n")
+    assert "old table" not in text and "| 1 | " in text and "2 **best**" in text
