@@ -43,6 +43,11 @@ class Search:
         return min(done, key=lambda t: t[2]) if done else None  # type: ignore[return-value]
 
     @property
+    def distinct(self) -> int:
+        """Completed trials with distinct parameters (a repeated draw counts once)."""
+        return len({tuple(sorted(p.items())) for _, p, fid in self.trials if fid is not None})
+
+    @property
     def adopted(self) -> bool:
         best = self.best
         return best is not None and (self.baseline_fid is None or best[2] < self.baseline_fid)
@@ -77,7 +82,8 @@ def markdown(searches: list[Search]) -> str:
     lines = []
     for s in searches:
         keys = sorted({k for _, params, _ in s.trials for k in params})
-        lines += [f"### {s.family} on {s.data}: study `{s.study}`, {len(s.trials)} trials at {s.budget} each", "",
+        lines += [f"### {s.family} on {s.data}: study `{s.study}`, {s.distinct} distinct completed trials at {s.budget} each",
+                  "",
                   "| trial | " + " | ".join(f"`{k}`" for k in keys) + " | FID ↓ |",
                   "|---|" + "---|" * (len(keys) + 1)]  # fmt: skip
         best = s.best
@@ -100,19 +106,24 @@ def _fmt(v: Any) -> str:
 
 
 def write_tuned(s: Search, date: str) -> Path | None:
-    """``conf/tuned/<data>_<family>.yaml`` with the best trial's values, where they beat the current defaults."""
+    """``conf/tuned/<data>_<family>.yaml``: the search that decided the family's defaults on that data set, and
+    the best trial's values where they beat the current defaults' FID (else none: the defaults stand)."""
     best = s.best
-    if best is None or not s.adopted:
+    if best is None:
         return None
     number, params, fid = best
-    base = f", current defaults {s.baseline_fid:.3f}" if s.baseline_fid is not None else ""
+    base = f"current defaults {s.baseline_fid:.3f}" if s.baseline_fid is not None else "current defaults not run"
+    result = (f"adopted trial {number} (FID {fid:.3f}; {base})" if s.adopted
+              else f"kept the current defaults ({base}; best trial {number}: FID {fid:.3f})")
     lines = ["# @package _global_",
-             f"# {s.family} on {s.data}: the values of the equal tuning's best trial ({s.study}, trial {number}),",
-             "# written by `python -m genbench.tuning --write` (docs/tuning.md). Command-line overrides still win.",
-             "tuned:", f"  study: {s.study}", f"  trials: {len(s.trials)}", f"  budget: {s.budget}",
-             f"  result: best trial {number}, FID {fid:.3f}{base}", f"  date: '{date}'", "model:"]  # fmt: skip
-    for key, value in sorted(params.items()):
-        lines.append(f"  {key.removeprefix('model.')}: {value!r}" if not isinstance(value, str) else f"  {key.removeprefix('model.')}: {value}")
+             f"# {s.family} on {s.data}: the equal tuning's outcome ({s.study}), written by",
+             "# `python -m genbench.tuning --write` (docs/tuning.md). Command-line overrides still win.",
+             "tuned:", f"  study: {s.study}", f"  trials: {s.distinct}", f"  budget: {s.budget}",
+             f"  result: \"{result}\"", f"  date: '{date}'"]  # fmt: skip
+    if s.adopted:
+        lines.append("model:")
+        for key, value in sorted(params.items()):
+            lines.append(f"  {key.removeprefix('model.')}: {value if isinstance(value, str) else repr(value)}")
     path = TUNED_DIR / f"{s.data}_{s.family}.yaml"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
@@ -152,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         for s in searches:
             path = write_tuned(s, time.strftime("%Y-%m-%d"))
-            print(f"{s.family}: " + (f"wrote {path}" if path else "kept the current defaults"))
+            print(f"{s.family}: wrote {path}" if path else f"{s.family}: no completed trial, nothing written")
     return 0
 
 

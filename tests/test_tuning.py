@@ -35,15 +35,17 @@ def test_table_marks_the_best_trial_and_adopts_it_only_when_it_beats_the_default
     assert "| 1 | " in table and "7.5 **best**" in table and "FID not run. The search adopted" in table
 
     monkeypatch.setattr(tuning, "TUNED_DIR", tmp_path / "tuned")
-    search.baseline_fid = 7.0  # the current defaults are better: nothing is written
-    assert not search.adopted and tuning.write_tuned(search, "2026-12-06") is None
-    assert "kept the current defaults" in tuning.markdown([search])
+    search.baseline_fid = 7.0  # the current defaults are better: the search is recorded, no value changes
+    assert not search.adopted and "kept the current defaults" in tuning.markdown([search])
+    kept = tuning.write_tuned(search, "2026-12-06").read_text()
+    assert "result: \"kept the current defaults (current defaults 7.000; best trial 1: FID 7.500)\"" in kept
+    assert "model:" not in kept and "trials: 3" in kept
     search.baseline_fid = 8.0
     path = tuning.write_tuned(search, "2026-12-06")
     text = path.read_text()
     lr = study.trials[1].params["model.lr"]
     assert path.name == "mnist5k_gan.yaml" and f"  lr: {lr!r}" in text and "study: gan_mnist5k_fid" in text
-    assert "result: best trial 1, FID 7.500, current defaults 8.000" in text
+    assert "result: \"adopted trial 1 (FID 7.500; current defaults 8.000)\"" in text
 
 
 def test_tuned_file_sets_the_defaults_of_its_data_and_family_only():
