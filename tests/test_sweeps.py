@@ -78,6 +78,6 @@ def test_readme_cluster_command_composes_as_documented():
     assert cfg.eval.features == "inception"
     assert cfg.eval.inception_weights == "/path/pt_inception.pth" and cfg.eval.num_samples == 50000
     assert cfg.data.name == "cifar10" and cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 4
-    assert cfg.trainer.max_steps == 200000 and cfg.hydra.launcher.gpus_per_node == 4
+    assert cfg.budget == {"kind": "flops", "value": 1e17} and cfg.hydra.launcher.gpus_per_node == 4
     # the experiment's shared budget settings stay (same batch size and precision for every family)
     assert cfg.data.batch_size == 128 and cfg.trainer.precision == "32-true"
