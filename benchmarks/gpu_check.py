@@ -89,7 +89,9 @@ def smooth(xs: list[float], window: int) -> list[float]:
 
 
 def compare_curves(ref: list[float], test: list[float], window: int) -> dict[str, Any]:
-    """The two curves smoothed over their common steps: largest |test − ref| / |ref|, where, and final values.
+    """The two curves smoothed over their common steps: largest |test − ref| over the reference curve's scale
+    (its largest |value|: a loss that crosses zero, such as the GAN's hinge loss, has no pointwise relative
+    difference there), where, and final values.
 
     ``noise``: the relative standard error of the reference's last smoothed value (stdev of its last ``window``
     steps / √window / |their mean|): what two runs that differ only in their random draws would differ by
@@ -99,7 +101,8 @@ def compare_curves(ref: list[float], test: list[float], window: int) -> dict[str
     if m == 0:
         return common.skipped("no logged steps to compare")
     a, b = smooth(ref[:m], window), smooth(test[:m], window)
-    rel = [abs(y - x) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True)]
+    scale = max(max(abs(x) for x in a), 1e-12)
+    rel = [abs(y - x) / scale for x, y in zip(a, b, strict=True)]
     i = max(range(len(rel)), key=rel.__getitem__)
     w = m - len(a) + 1
     last = ref[m - w : m]

@@ -51,6 +51,8 @@ def test_curves_are_compared_after_smoothing():
     # noise: stdev of the last window (1, 3: √2) / √2 / its mean 2 = 0.5
     assert gpu_check.compare_curves([1.0, 3.0, 1.0, 3.0], [1.0, 3.0, 1.0, 3.0], 2)["noise"] == pytest.approx(0.5)
     assert gpu_check.compare_curves([], [1.0], 2)["skipped"]
+    # a loss that crosses zero (the GAN's hinge loss): the difference over the curve's scale, not over |ref| there
+    assert gpu_check.compare_curves([2.0, 0.0, -2.0], [2.0, 0.02, -2.0], 1)["max_rel_diff"] == pytest.approx(0.01)
 
 
 def test_the_full_run_fits_in_8_minutes_and_compares_bf16_compiled_with_fp32():
