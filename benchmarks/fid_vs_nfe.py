@@ -296,13 +296,7 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
                 ys = [p["fid_mean"] for p in by_nfe.values()]
                 ax.plot(xs, ys, styles.get(family, "-") + m, color=col, ms=4,
                         label=f"{family.upper()}: {label(family, sampler)}")  # fmt: skip
-        if c.get("real_floor_fid"):
-            ax.axhline(c["real_floor_fid"], color="grey", ls=":", label="real samples (floor)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("network evaluations per sample (NFE)")
-        ax.set_ylabel(f"FID ({c['features']} features, n = {c['num_samples']})")
-        ax.set_title(data, fontsize=10)
+        common.style_fid_nfe_axes(ax, c, data, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -213,13 +213,7 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
         for name, p in pts.items():
             if name.startswith("ddpm"):
                 ax.plot(p["nfe"], p["fid"], "*", ms=12, color="tab:red", label=name.upper())
-        if c.get("real_floor_fid"):
-            ax.axhline(c["real_floor_fid"], color="grey", ls=":", label="real samples (floor)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("network evaluations per sample (NFE)")
-        ax.set_ylabel(f"FID ({c['features']} features, n = {c['num_samples']})")
-        ax.set_title(f"{data}: {c['model']['description']}", fontsize=9)
+        common.style_fid_nfe_axes(ax, c, f"{data}: {c['model']['description']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
