@@ -31,7 +31,8 @@ lecture: $(STAMP)
 # The equal tuning (docs/tuning.md): one Optuna search per family, the same trials, per-trial budget (the
 # lecture's training FLOPs) and objective (conf/tuning/optuna.yaml). A killed search continues when re-run.
 # Then each family's current defaults under the same protocol, and the table (--write adopts: docs/tuning.md).
-TUNE_FAMILIES ?= gan vae ddpm
+# Every family with a search (conf/hparams_search/<family>_optuna.yaml).
+TUNE_FAMILIES ?= $(patsubst conf/hparams_search/%_optuna.yaml,%,$(wildcard conf/hparams_search/*_optuna.yaml))
 TUNE_ARGS = experiment=lecture logger=csv trainer.enable_progress_bar=false
 tune: $(STAMP)
 	for f in $(TUNE_FAMILIES); do \
