@@ -59,7 +59,7 @@ EXPERIMENT = {"rings": "lecture_2d", "mnist5k": "lecture"}
 #: Result keys kept per point (those a data set has; the others are null).
 KEYS = ("fid", "kid_mean", "precision", "recall", "modes_covered", "num_modes", "high_quality_share", "nfe",
         "sample_images_per_s", "eval_time_s")  # fmt: skip
-LABELS = {"ddpm": "Algorithm 2", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "heun": "Heun (EDM)",
+LABELS = {"ddpm": "Algorithm 2", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "sde_dpmpp_2m": "SDE-DPM-Solver++(2M)", "heun": "Heun (EDM)",
           "euler": "Euler", "midpoint": "midpoint", ("flow", "heun"): "Heun"}  # fmt: skip
 
 

@@ -55,7 +55,8 @@ class DDPMConfig(FamilyConfig):
     ema_warmup_steps: int = setting(10, ge=0, doc="ramps the decay as min(decay, (1+k)/(ema_warmup_steps+k)), so short "
                                                   "CPU runs still get a useful average")
     sampler: str = setting("ddpm", choices=list(SAMPLERS), doc="the default sampler of model.sample(): ddpm "
-                                                               "(Algorithm 2), ddim, dpmpp_2m or heun (models/samplers.py)")
+                                                               "(Algorithm 2), ddim, dpmpp_2m, sde_dpmpp_2m or heun "
+                                                               "(models/samplers.py)")
     sample_steps: int | None = setting(None, ge=1, null="all T steps", doc="steps of the default chain; null = all T")
     eta: float = setting(0.0, ge=0, hint="DDIM's η", doc="DDIM's η (0: deterministic)")
     sample_spacing: str = setting("linear", choices=SPACINGS, doc="timesteps of a shorter chain: linear, quadratic "
@@ -258,7 +259,7 @@ class DDPM(GenerativeModule):
                 DDPM with fewer than T steps runs Algorithm 2 on the respaced schedule
                 (Nichol & Dhariwal 2021, §4); the others stride over the same timesteps.
             sampler: a name in :data:`models.samplers.SAMPLERS`: ``ddpm`` (Algorithm 2), ``ddim``
-                (Song et al. 2021, eq. 12), ``dpmpp_2m`` (DPM-Solver++(2M), Lu et al. 2022) or
+                (Song et al. 2021, eq. 12), ``dpmpp_2m`` (DPM-Solver++(2M), Lu et al. 2022), ``sde_dpmpp_2m`` (its SDE form) or
                 ``heun`` (Karras et al. 2022, Algorithm 1; 2 · steps − 1 network calls).
             eta: DDIM's η (0: deterministic); the other samplers have none.
             spacing: ``linear``, ``quadratic`` or ``karras`` timesteps when ``steps < T``

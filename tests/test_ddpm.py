@@ -187,7 +187,7 @@ def test_time_mlp_linear_skip_extrapolates_to_the_tail_of_x_T():
             ["model.sampler=ddim", "model.sample_steps=2000"],
             r"model.sample_steps=2000: must be null .* \[1, T=1000\]",
         ),
-        (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim', 'dpmpp_2m', 'heun'\]"),
+        (["model.sampler=euler"], r"model.sampler='euler': must be one of \['ddpm', 'ddim', 'dpmpp_2m', 'sde_dpmpp_2m', 'heun'\]"),
         (["model.sample_spacing=cubic"], r"model.sample_spacing='cubic': must be one of \['linear', 'quadratic', 'karras'\]"),
         (["model.ema_decay=1.0"], r"model.ema_decay=1.0: must be null \(no EMA\) or a number in \[0, 1\)"),
         (["net=unet_cifar10"], "model.net.image_size=28: the UNet halves it 3 times"),

@@ -288,7 +288,7 @@ BAD_VALUES = [
     ("model=ddpm", "model.T=0", "model.T=0: must be an integer >= 1"),
     ("model=ddpm", "model.beta_end=1.5", "model.beta_end=1.5: must be a number in the open interval (0, 1)"),
     ("model=ddpm", "model.schedule=quadratic", "model.schedule='quadratic': must be one of ['linear', 'cosine']"),
-    ("model=ddpm", "model.sampler=euler", "model.sampler='euler': must be one of ['ddpm', 'ddim', 'dpmpp_2m', 'heun']"),
+    ("model=ddpm", "model.sampler=euler", "model.sampler='euler': must be one of ['ddpm', 'ddim', 'dpmpp_2m', 'sde_dpmpp_2m', 'heun']"),
     ("model=ddpm", "model.ema_decay=1.5", "model.ema_decay=1.5: must be null (no EMA) or a number in [0, 1)"),
     ("model=gan", "model.loss=foo", "model.loss='foo': must be one of ['nonsaturating', 'minimax', 'hinge', 'wgan-gp']"),
     ("model=gan", "model.n_critic=0", "model.n_critic=0: must be an integer >= 1"),
