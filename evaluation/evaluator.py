@@ -33,7 +33,7 @@ from evaluation.features import (
     resolve_feature_space,
     to_uint8,
 )
-from evaluation.metrics import moments, real_cov_sqrt
+from evaluation.frechet import moments, real_cov_sqrt
 from evaluation.registry import Batch, MetricContext, Resamples, build_metric, in_space, metric_specs
 from genbench.errors import ConfigError, GenbenchError
 

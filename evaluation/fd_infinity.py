@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evaluation.metrics import mean_and_cov, moments, psd_sqrt
+from evaluation.frechet import mean_and_cov, moments, psd_sqrt
 from evaluation.ref_stats import frechet_distance, gaussian_stats
 
 #: The paper's grid: 15 sample counts evenly spaced from 5,000 up to all generated samples.

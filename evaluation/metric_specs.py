@@ -4,10 +4,10 @@ FID, IS, KID, precision/recall/density/coverage, the likelihood bound and the 2-
 every evaluation where they apply; FD∞, CMMD and the memorization metrics when ``eval.metrics`` names
 them (they keep every generated feature, and memorization featurises the training split).
 
-Every state wraps a torchmetrics ``Metric`` of :mod:`evaluation.metrics`, so the values are
-reduced across ``torch.distributed`` ranks and equal the single-process values. The real side
-enters on rank 0 only (so the reduction counts it once); every rank adds an empty block first, so
-every rank holds one tensor of the same rank per list state.
+Every state wraps a torchmetrics ``Metric`` of :mod:`evaluation.metrics` or :mod:`evaluation.manifold`,
+so the values are reduced across ``torch.distributed`` ranks and equal the single-process values. The
+real side enters on rank 0 only (so the reduction counts it once); every rank adds an empty block first,
+so every rank holds one tensor of the same rank per list state.
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ from torchmetrics.utilities import dim_zero_cat
 from evaluation.cmmd import cmmd
 from evaluation.evaluator import batch_seed
 from evaluation.fd_infinity import fd_infinity
+from evaluation.frechet import fid_of_resamples
+from evaluation.manifold import ManifoldMetrics, manifold_resampled
 from evaluation.memorization import memorization_metrics
 from evaluation.metrics import (
     FID,
     IS,
     KID,
-    ManifoldMetrics,
     ModeMetrics,
     centred_interval,
-    fid_of_resamples,
     finite_or_none,
-    manifold_resampled,
     percentile_interval,
 )
 from evaluation.registry import (

@@ -4,7 +4,8 @@ FID, IS and KID are torchmetrics' own classes, given an identity "feature extrac
 evaluator runs the feature space once per batch and hands the same features to every metric.
 Their ``compute`` follows torch-fidelity's protocol exactly (fixed-seed shuffling of the IS
 splits, fixed-seed KID subsets, population standard deviations), so the numbers are
-reproducible and equal to torch-fidelity's on the same features.
+reproducible and equal to torch-fidelity's on the same features. FID's Gaussian math is in
+:mod:`evaluation.frechet`; precision/recall and density/coverage are in :mod:`evaluation.manifold`.
 
 Distributed: every state is reduced across processes by torchmetrics (sums for FID's
 moments and the mode counts, concatenation for the feature lists), so with each rank feeding
@@ -26,6 +27,8 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities import dim_zero_cat
 
+from evaluation.frechet import mean_and_cov, trace_sqrt_product
+
 
 class PrecomputedFeatures(nn.Module):
     """The identity, posing as torchmetrics' feature extractor: metrics receive features, not images."""
@@ -38,7 +41,7 @@ class PrecomputedFeatures(nn.Module):
         return x
 
 
-def _features_state(metric: Metric, name: str) -> None:
+def features_state(metric: Metric, name: str) -> None:
     """A list state reduced by concatenation (one all-gather of one tensor per rank, in rank order)."""
     metric.add_state(name, [], dist_reduce_fx="cat")
 
@@ -85,46 +88,6 @@ class FID(FrechetInceptionDistance):
         return fid.clamp_min(0.0)
 
 
-def fid_of_resamples(fake: Tensor, real_sum: Tensor, real_cov_sum: Tensor, n_real: int, counts: Tensor,
-                     root_r: Tensor | None = None) -> Tensor:  # fmt: skip
-    """FID of every bootstrap resample of the generated features (``counts`` ``[B, n]``: how often each
-    of the n rows is drawn), the real moments held fixed; float64 ``[B]``.
-
-    A resample's moments are weighted sums, μ_b = Σ_i c_i f_i / n and Σ_b = (Σ_i c_i f_i f_iᵀ − n μ_b μ_bᵀ) / (n − 1),
-    and Tr Σ_b = (Σ_i c_i ||f_i||² − n ||μ_b||²) / (n − 1). Tr((Σ_r Σ_b)^½) is Σ √λ of the d × d matrix
-    Σ_r^½ Σ_b Σ_r^½ = Zᵀ Z with rows z_i = √(c_i / (n − 1)) Σ_r^½ (f_i − μ_b) over the m distinct drawn rows
-    (m ≈ 0.63 n); when m < d its nonzero eigenvalues are those of the m × m Gram matrix Z Zᵀ, built from
-    K = F Σ_r Fᵀ computed once. Each resample then costs one eigendecomposition of size min(m, d).
-    """
-    f = fake.double()
-    n, d = f.shape
-    w = counts.to(f.device, torch.float64)
-    mu_r, cov_r = mean_and_cov(real_sum.to(f), real_cov_sum.to(f), n_real)
-    root_r = psd_sqrt(cov_r) if root_r is None else root_r.to(f)
-    shift = f.mean(0, keepdim=True)  # FID is invariant to a shift of both sides; centring keeps the sums small
-    f, mu_r = f - shift, mu_r - shift
-    mu = w @ f / n  # [B, d]
-    fid = (mu_r - mu).square().sum(1) + cov_r.trace() + (w @ f.square().sum(1) - n * mu.square().sum(1)) / (n - 1)
-    tr_sqrt = torch.empty(len(w), dtype=torch.float64, device=f.device)
-    if int((w > 0).sum(1).max()) < d:  # the Gram route: m × m eigenproblems
-        z = f @ root_r
-        k = z @ z.T  # K_ij = f_iᵀ Σ_r f_j
-        kw = w @ k / n  # (K c / n)_i = z_iᵀ ν_b, with ν_b = Σ_r^½ μ_b
-        for b in range(len(w)):
-            s = w[b] > 0
-            c = w[b, s].sqrt()
-            g = k[s][:, s] - kw[b, s, None] - kw[b, None, s] + (w[b] @ kw[b]) / n  # (z_i − ν)ᵀ(z_j − ν)
-            tr_sqrt[b] = torch.linalg.eigvalsh(g * c[:, None] * c[None, :] / (n - 1)).clamp_min(0).sqrt().sum()
-    else:  # the d × d route, in batches: Σ_r^½ Σ_b Σ_r^½ = (Σ_i c_i z_i z_iᵀ − n ν_b ν_bᵀ) / (n − 1), z_i = Σ_r^½ f_i
-        z, nu = f @ root_r, mu @ root_r
-        chunk = max(1, int(2**24 // (d * max(d, n))))  # resamples per batch (128 MiB of float64 each for c z and m)
-        for b in range(0, len(w), chunk):
-            cz = w[b : b + chunk, :, None] * z  # [chunk, n, d]
-            m = cz.transpose(1, 2) @ z - n * nu[b : b + chunk, :, None] * nu[b : b + chunk, None, :]
-            tr_sqrt[b : b + chunk] = torch.linalg.eigvalsh(m / (n - 1)).clamp_min(0).sqrt().sum(1)
-    return (fid - 2 * tr_sqrt).clamp_min(0.0)
-
-
 def percentile_interval(replicates: Tensor, level: float = 0.95) -> tuple[float, float]:
     """The percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13): the (1 − level)/2 and
     (1 + level)/2 quantiles of the replicates (numpy's linear interpolation)."""
@@ -141,43 +104,6 @@ def centred_interval(replicates: Tensor, estimate: float, level: float = 0.95) -
     return low + shift, high + shift
 
 
-def psd_sqrt(sigma: Tensor) -> Tensor:
-    """Σ^½ of a symmetric PSD matrix, from its eigendecomposition (rounding-negative eigenvalues clamped to 0)."""
-    lam, v = torch.linalg.eigh(sigma)
-    return (v * lam.clamp_min(0).sqrt()) @ v.T
-
-
-def mean_and_cov(features_sum: Tensor, cov_sum: Tensor, n: int | Tensor) -> tuple[Tensor, Tensor]:
-    """μ ``[1, d]`` and the unbiased covariance from the sums: Σ = (Σffᵀ − n μμᵀ) / (n − 1)."""
-    mu = (features_sum / n).unsqueeze(0)
-    return mu, (cov_sum - n * mu.t().mm(mu)) / (n - 1)
-
-
-def real_cov_sqrt(features_sum: Tensor, cov_sum: Tensor, n: int) -> Tensor:
-    """Σ_r^½ of the real side's moments (float64), the part of FID that only depends on the real data."""
-    return psd_sqrt(mean_and_cov(features_sum, cov_sum, n)[1])
-
-
-def trace_sqrt_product(sigma_1: Tensor, sigma_2: Tensor, root_1: Tensor | None = None) -> Tensor:
-    """Tr((Σ₁Σ₂)^½) = Σᵢ √λᵢ(Σ₁^½ Σ₂ Σ₁^½).
-
-    Σ₁Σ₂ is similar to the symmetric PSD matrix Σ₁^½ Σ₂ Σ₁^½, so both have the same eigenvalues,
-    real and >= 0. torch-fidelity and torchmetrics take the general eigenvalues of Σ₁Σ₂ and drop
-    the imaginary parts of their square roots; the symmetric form gets the same number with two
-    symmetric eigendecompositions (faster, on GPUs by far), and rounding can only produce tiny
-    negative eigenvalues, clamped to 0. ``root_1``: Σ₁^½ when already known (cached with real statistics).
-    """
-    root_1 = psd_sqrt(sigma_1) if root_1 is None else root_1
-    m = root_1 @ sigma_2 @ root_1
-    return torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
-
-
-def moments(features: Tensor) -> tuple[Tensor, Tensor, int]:
-    """(Σf, Σffᵀ, n) in float64: FID's real-side state, cached with the real features."""
-    f = features.double()
-    return f.sum(0), f.t().mm(f), len(f)
-
-
 # --- IS -------------------------------------------------------------------------------------
 class IS(InceptionScore):
     """Inception Score (Salimans et al. 2016), IS = exp(E_x KL(p(y|x) || p(y))), mean ± std over splits.
@@ -190,7 +116,7 @@ class IS(InceptionScore):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "will save all extracted features": yes, logits only
             super().__init__(feature=PrecomputedFeatures(num_classes), splits=splits, **kwargs)
-        _features_state(self, "features")
+        features_state(self, "features")
         self.seed = int(seed)
 
     def compute(self) -> tuple[Tensor, Tensor]:
@@ -244,8 +170,8 @@ class KID(KernelInceptionDistance):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             super().__init__(feature=PrecomputedFeatures(num_features), subsets=subsets, subset_size=subset_size, **kwargs)
-        _features_state(self, "real_features")
-        _features_state(self, "fake_features")
+        features_state(self, "real_features")
+        features_state(self, "fake_features")
         self.seed = int(seed)
 
     def compute(self) -> tuple[Tensor, Tensor]:
@@ -347,140 +273,6 @@ def unbiased_mmd2(x: Tensor, y: Tensor) -> Tensor:
     return off_diag / (m * (m - 1)) - 2 * k_xy.sum((-1, -2), dtype=f64) / (m * m)
 
 
-# --- precision / recall / density / coverage -----------------------------------------------------
-def knn_radii(x: Tensor, k: int, chunk: int = TILE) -> Tensor:
-    """Distance of every point of ``x`` to its k-th nearest neighbour in ``x`` (itself excluded).
-
-    Distances are taken in ``chunk`` × ``chunk`` tiles, keeping the k + 1 smallest per row: besides
-    those k + 1 distances per point, the working memory is fixed (a few MiB at 512) whatever the number
-    of points. The distance matrix is symmetric, so only the tiles on and above the diagonal are
-    computed; one above it serves its rows and, transposed, its columns' rows.
-    """
-    if len(x) <= k:
-        raise ValueError(f"k-NN radii with k={k} need more than {k} points, got {len(x)}")
-    starts = range(0, len(x), chunk)
-    best: list[Tensor | None] = [None] * len(starts)  # per row tile: the k + 1 smallest distances so far
-
-    def keep(b: int, d: Tensor) -> None:
-        d = d if best[b] is None else torch.cat([best[b], d], dim=1)
-        best[b] = d.topk(min(k + 1, d.shape[1]), dim=1, largest=False).values
-
-    for a, i in enumerate(starts):
-        for b in range(a, len(starts)):
-            d = torch.cdist(x[i : i + chunk], x[starts[b] : starts[b] + chunk])
-            keep(a, d)
-            if b > a:
-                keep(b, d.T)
-    return torch.cat([t[:, k] for t in best])  # column 0 is the point itself
-
-
-def _ball_counts(query: Tensor, centres: Tensor, radii: Tensor, chunk: int = TILE) -> tuple[Tensor, Tensor]:
-    """For every query point: how many balls B(centre_i, radius_i) contain it, and its nearest-centre distance.
-
-    Tiled like :func:`knn_radii`, so the working memory does not grow with the number of points.
-    """
-    counts, nearest = [], []
-    for i in range(0, len(query), chunk):
-        q = query[i : i + chunk]
-        count = torch.zeros(len(q), dtype=torch.long, device=q.device)
-        near = torch.full((len(q),), float("inf"), device=q.device)
-        for j in range(0, len(centres), chunk):
-            d = torch.cdist(q, centres[j : j + chunk])
-            count += (d < radii[None, j : j + chunk]).sum(1)
-            near = torch.minimum(near, d.min(1).values)
-        counts.append(count)
-        nearest.append(near)
-    return torch.cat(counts), torch.cat(nearest)
-
-
-def _manifold_parts(real: Tensor, fake: Tensor, k: int) -> dict[str, Tensor]:
-    """The per-sample parts of :func:`manifold_metrics`: both sides' k-NN radii, for every generated sample
-    the number of real balls holding it, for every real sample whether a generated ball holds it and its
-    nearest generated sample's distance."""
-    real, fake = real.float(), fake.float()
-    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
-    in_real_balls, _ = _ball_counts(fake, real, r_real)
-    in_fake_balls, _ = _ball_counts(real, fake, r_fake)
-    _, nearest_fake = _ball_counts(real, fake, torch.zeros(len(fake), device=fake.device))
-    return {"real": real, "fake": fake, "r_real": r_real, "r_fake": r_fake, "in_real_balls": in_real_balls,
-            "in_fake_balls": in_fake_balls, "nearest_fake": nearest_fake}  # fmt: skip
-
-
-def _manifold_values(parts: dict[str, Tensor], k: int) -> dict[str, float]:
-    return {
-        "precision": (parts["in_real_balls"] > 0).double().mean().item(),
-        "recall": (parts["in_fake_balls"] > 0).double().mean().item(),
-        "density": (parts["in_real_balls"].double().sum() / (k * len(parts["fake"]))).item(),
-        "coverage": (parts["nearest_fake"] < parts["r_real"]).double().mean().item(),
-    }
-
-
-def manifold_metrics(real: Tensor, fake: Tensor, k: int = 3) -> dict[str, float]:
-    """Improved precision & recall (Kynkäänniemi et al. 2019) and density & coverage (Naeem et al. 2020).
-
-    The real (generated) manifold is the union of balls around every real (generated) feature with
-    the radius of its k-th nearest neighbour. With strict inequalities, as the reference code (prdc):
-
-        precision = 1/M Σ_j 1[Y_j ∈ manifold(X)]        recall   = 1/N Σ_i 1[X_i ∈ manifold(Y)]
-        density   = 1/(kM) Σ_j Σ_i 1[Y_j ∈ B(X_i, r_i)]  coverage = 1/N Σ_i 1[∃ j: Y_j ∈ B(X_i, r_i)]
-    """
-    return _manifold_values(_manifold_parts(real, fake, k), k)
-
-
-def manifold_resampled(parts: dict[str, Tensor], k: int, counts: Tensor, tile: int = TILE) -> dict[str, Tensor]:
-    """precision, recall, density and coverage of every bootstrap resample of the generated samples
-    (``counts`` ``[B, M]``), the real set and its manifold fixed; float64 ``[B]`` each.
-
-    precision and density are means over generated samples of per-sample values (1[Y_j ∈ manifold(X)],
-    Σ_i 1[Y_j ∈ B(X_i, r_i)] / k): exact, a weighted mean with the counts. coverage asks, for every real
-    sample, whether a drawn generated sample lies in its ball: exact. recall asks whether a real sample lies
-    in the ball of a drawn generated sample, with each generated ball's radius from the full generated set
-    (an approximation: recomputed on a resample, a drawn duplicate would shrink its neighbours' radii to 0).
-    """
-    fake, real, r_real, r_fake = parts["fake"], parts["real"], parts["r_real"], parts["r_fake"]
-    w = counts.to(fake.device, torch.float64)
-    m = w.shape[1]
-    counts_j = parts["in_real_balls"].double()
-    present = (w > 0).float().T  # [M, B]
-    recall = torch.zeros(len(w), dtype=torch.float64, device=fake.device)
-    coverage = torch.zeros_like(recall)
-    for i in range(0, len(real), tile):
-        d = torch.cdist(real[i : i + tile], fake)  # [t, M]
-        recall += (((d < r_fake[None]).float() @ present) > 0).sum(0)
-        coverage += (((d < r_real[i : i + tile, None]).float() @ present) > 0).sum(0)
-    return {
-        "precision": w @ (counts_j > 0).double() / m,
-        "recall": recall / len(real),
-        "density": w @ counts_j / (k * m),
-        "coverage": coverage / len(real),
-    }
-
-
-class ManifoldMetrics(Metric):
-    """:func:`manifold_metrics` with feature lists gathered across processes; ``parts`` keeps the last
-    ``compute``'s per-sample parts (gathered) for :func:`manifold_resampled`."""
-
-    full_state_update = False
-
-    def __init__(self, nearest_k: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.nearest_k = int(nearest_k)
-        self.parts: dict[str, Tensor] | None = None
-        _features_state(self, "real_features")
-        _features_state(self, "fake_features")
-
-    def update(self, features: Tensor, real: bool) -> None:
-        (self.real_features if real else self.fake_features).append(features.float())
-
-    def compute(self) -> dict[str, float]:
-        self.parts = _manifold_parts(dim_zero_cat(self.real_features), dim_zero_cat(self.fake_features), self.nearest_k)
-        return self.compute_values()
-
-    def compute_values(self) -> dict[str, float]:
-        """The values of the last ``compute`` (from ``parts``)."""
-        return _manifold_values(self.parts, self.nearest_k)
-
-
 # --- 2-D mode metrics --------------------------------------------------------------------------
 class ModeMetrics(Metric):
     """Modes covered and share of high-quality samples on a known Gaussian mixture (Srivastava et al. 2017).
@@ -499,7 +291,7 @@ class ModeMetrics(Metric):
         self.add_state("high_quality", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         # per sample: its nearest mode, or −1 when it is not within 3σ of it (for the bootstrap)
-        _features_state(self, "hit")
+        features_state(self, "hit")
 
     def update(self, points: Tensor) -> None:
         d = torch.cdist(points.float(), self.centers)

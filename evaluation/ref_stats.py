@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evaluation.metrics import mean_and_cov, moments, real_cov_sqrt, trace_sqrt_product
+from evaluation.frechet import mean_and_cov, moments, real_cov_sqrt, trace_sqrt_product
 from genbench.errors import ConfigError, GenbenchError
 
 #: The keys of a statistics file (pytorch-fid, TTUR, clean-fid).
@@ -46,7 +46,7 @@ def frechet_distance(mu_1: Tensor, sigma_1: Tensor, mu_2: Tensor, sigma_2: Tenso
 
         d² = ||μ₁ − μ₂||² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^½)
 
-    in float64, with genbench's symmetric Tr((Σ₁Σ₂)^½) (:func:`~evaluation.metrics.trace_sqrt_product`).
+    in float64, with genbench's symmetric Tr((Σ₁Σ₂)^½) (:func:`~evaluation.frechet.trace_sqrt_product`).
     ``root_1``: Σ₁^½ when already known. Not clamped: a tiny negative value is rounding error.
     """
     mu_1, mu_2 = mu_1.double().reshape(-1), mu_2.double().reshape(-1)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from evaluation import DataReference, EvalConfig, Evaluator, ModelSource, TensorReference, TensorSource
 from evaluation.card import weights_sha256
 from evaluation.evaluator import dist_info
-from evaluation.metrics import mean_and_cov
+from evaluation.frechet import mean_and_cov
 from evaluation.ref_stats import StatsReference, npz_kind, save_stats
 from evaluation.registry import result_keys
 from evaluation.sources import read_samples

@@ -224,7 +224,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             results = collect_results(cfg, model, trainer, stats, ckpt_path)  # its final save is guarded too
         except TrainingDivergedError as e:
-            # The guard (models/base.py) stopped before any non-finite weights were saved: the last
+            # The guard (models/divergence.py) stopped before any non-finite weights were saved: the last
             # good checkpoint stays, and the failure is on record for genbench-compare and sweeps.
             if trainer.is_global_zero:
                 failed = failure_results(cfg, run_dir, "diverged", e, model.family, trainer.global_step, ckpt_path)

@@ -27,11 +27,12 @@ from torch import Tensor, nn
 from genbench.checks import is_int, is_number
 from genbench.schema import setting
 from models.base import FamilyConfig, GenerativeModule, eval_mode
-from models.diffusion import SCHEDULES, SPACINGS, VARIANCES, NoiseSchedule
+from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
 from models.registry import other_families_options
 from models.samplers import SAMPLERS, Sampler, make_sampler, option_errors, sampler_name_errors, steps_errors
+from models.schedules import SCHEDULES
 
 #: The sampling options of :meth:`DDPM.sample` an evaluation may set (``eval.sample_kwargs``).
 SAMPLE_KWARGS = ("sampler", "steps", "eta", "spacing")

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from models.ddpm import DDPM
-from models.diffusion import NoiseSchedule, cosine_betas, linear_betas
+from models.diffusion import NoiseSchedule
+from models.schedules import cosine_betas, linear_betas
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,16 +9,9 @@ import pytest
 import torch
 
 from evaluation.cache import TensorCache
-from evaluation.metrics import (
-    FID,
-    IS,
-    KID,
-    ManifoldMetrics,
-    ModeMetrics,
-    manifold_metrics,
-    moments,
-    real_cov_sqrt,
-)
+from evaluation.frechet import moments, real_cov_sqrt
+from evaluation.manifold import ManifoldMetrics, manifold_metrics
+from evaluation.metrics import FID, IS, KID, ModeMetrics
 
 
 def fid_of(real: torch.Tensor, fake: torch.Tensor, batch: int = 1000) -> tuple[float, FID]:
@@ -233,7 +226,7 @@ def test_kid_protocol_is_reproducible():
 @pytest.mark.parametrize("chunk", [64, 250, 4096])
 def test_tiled_knn_radii_and_ball_counts_equal_the_full_distance_matrix(chunk):
     """The k-NN work is done in chunk x chunk tiles (fixed memory); the answers are the untiled ones."""
-    from evaluation.metrics import _ball_counts, knn_radii
+    from evaluation.manifold import _ball_counts, knn_radii
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(700, 16, generator=g), torch.randn(300, 16, generator=g)

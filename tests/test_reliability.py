@@ -144,7 +144,7 @@ def test_api_key_never_written_or_printed(tmp_path):
         assert secret.encode() not in p.read_bytes(), f"API key found in {p}"
 
 
-# --- divergence guard (models/base.py, every family) ----------------------------------------------
+# --- divergence guard (models/divergence.py, every family) ----------------------------------------
 def _nan_loss_from_step(cls, method: str, step: int, last_ckpt: Path, good: dict):
     """``cls.method`` whose training loss is NaN from update ``step`` on; keeps the checkpoint bytes seen then."""
     original = getattr(cls, method)

@@ -10,16 +10,9 @@ import pytest
 import torch
 
 from evaluation import DataReference, EvalConfig, Evaluator, ModelSource
-from evaluation.metrics import (
-    FID,
-    IS,
-    KID,
-    _manifold_parts,
-    fid_of_resamples,
-    manifold_metrics,
-    manifold_resampled,
-    moments,
-)
+from evaluation.frechet import fid_of_resamples, moments
+from evaluation.manifold import _manifold_parts, manifold_metrics, manifold_resampled
+from evaluation.metrics import FID, IS, KID
 from evaluation.registry import Resamples
 from genbench.compare import Stat, group_records, load_records, significant, t_interval, to_csv, to_markdown
 from genbench.errors import ConfigError
