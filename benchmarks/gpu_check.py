@@ -142,7 +142,7 @@ def train_one(family: str, run: list[str], s: dict[str, Any], device: torch.devi
     import lightning as L
     from hydra.utils import instantiate
 
-    from benchmarks.train_overhead import StepClock, overrides
+    from benchmarks.train_loops import StepClock, overrides
 
     model, dm, cfg = common.build(family, overrides(family, s["batch_size"], device, run))
     curve, clock = _curve_callback(deadline), StepClock(s["clock_warmup"], s["steps"] - s["clock_warmup"], device)
@@ -183,7 +183,7 @@ def unet_loop(s: dict[str, Any], device: torch.device, compiled: bool):
     from hydra.utils import instantiate
 
     from benchmarks import flops
-    from benchmarks.train_overhead import BareLoop, bare_parts, parts_step
+    from benchmarks.train_loops import BareLoop, bare_parts, parts_step
 
     family, cfg = flops.config("ddpm_unet_cifar10", s["mfu_batch_size"], device)
     model = instantiate(cfg.model, _convert_="all")
