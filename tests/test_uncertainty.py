@@ -21,8 +21,9 @@ from evaluation.metrics import (
     moments,
 )
 from evaluation.registry import Resamples
-from genbench.compare import Stat, group_records, load_records, significant, t_interval, to_csv, to_markdown
+from genbench.compare import load_records
 from genbench.errors import ConfigError
+from genbench.table import Stat, group_records, significant, t_interval, to_csv, to_markdown
 from tests.test_eval_loop import LikelihoodStub, MixtureStub, evaluate_stub, rings
 
 
