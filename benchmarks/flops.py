@@ -30,7 +30,7 @@ from hydra.utils import instantiate  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from benchmarks.train_overhead import BareLoop, bare_step, overrides  # noqa: E402
+from benchmarks.train_loops import BareLoop, bare_step, overrides  # noqa: E402
 
 #: name -> (family, extra config overrides)
 NETWORKS = {

@@ -331,9 +331,9 @@ def gpu_check_section(results: Path) -> str:
     path = results / "gpu_check.json"
     if not path.is_file():
         return ""
-    from benchmarks import gpu_check
+    from benchmarks import gpu_check_report
 
-    return "\n\n" + gpu_check.render(json.loads(path.read_text()))
+    return "\n\n" + gpu_check_report.render(json.loads(path.read_text()))
 
 
 def update_page(text: str, table: str, name: str = "docs/performance.md") -> str:

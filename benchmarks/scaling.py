@@ -103,7 +103,7 @@ def memory_probe(n: int, device: torch.device) -> dict[str, Any]:
 def train_memory_probe(n_train: int, device: torch.device, steps: int = 20) -> dict[str, Any]:
     """Runs in a fresh process: peak memory of a short VAE fit on ``rings`` with ``n_train`` points, over the
     memory before it (the data set is loaded before, so what grows is the training loop's own memory)."""
-    from benchmarks.train_overhead import GenbenchLoop, overrides
+    from benchmarks.train_loops import GenbenchLoop, overrides
 
     model, dm, cfg = common.build("vae", [*overrides("vae", 256, device), "data=rings", f"data.n_train={n_train}",
                                           "data.n_val=1000"])  # fmt: skip
@@ -198,7 +198,7 @@ def peak_memory(sizes: list[int], args) -> dict[str, Any]:
 # --- train images/s vs batch size ---------------------------------------------------------------------
 def train_vs_batch(families: list[str], batch_sizes: dict[str, list[int]], steps: int, warmup: int, repeats: int,
                    device: torch.device) -> dict[str, Any]:  # fmt: skip
-    from benchmarks.train_overhead import GenbenchLoop, overrides
+    from benchmarks.train_loops import GenbenchLoop, overrides
 
     clock = common.primary_clock(device)
     out, by_clock = {}, {}

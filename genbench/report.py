@@ -33,9 +33,10 @@ from hydra.utils import instantiate
 from genbench import figures
 from genbench.checkpoint import load_model
 from genbench.checks import is_int
-from genbench.compare import flatten, group_records, to_csv, to_markdown
+from genbench.compare import flatten
 from genbench.errors import GenbenchError
 from genbench.io import atomic_write_bytes, read_results
+from genbench.table import active_columns, group_records, to_csv, to_markdown
 from models.registry import family_names, family_spec
 from models.registry import order as family_order
 
@@ -366,7 +367,6 @@ def log_to_wandb(root: Path, made: dict[str, Path], groups, group: str) -> None:
     """The same figures and table as one W&B run (``job_type=report``) in the comparison's group."""
     import wandb
 
-    from genbench.compare import active_columns
     from genbench.wandb_utils import configure_wandb_mode
 
     configure_wandb_mode()

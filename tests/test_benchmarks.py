@@ -21,6 +21,7 @@ from benchmarks import (
     sampling,
     sampling_vs_diffusers,
     scaling,
+    train_loops,
     train_overhead,
 )
 
@@ -324,8 +325,8 @@ def test_bare_loss_is_genbench_loss(family, data):
 
     import torch
 
-    model, dm, cfg = common.build(family, train_overhead.overrides(family, 8, torch.device("cpu"), [f"data={data}"]))
-    parts = train_overhead.bare_parts(family, copy.deepcopy(model), cfg, torch.device("cpu"))
+    model, dm, cfg = common.build(family, train_loops.overrides(family, 8, torch.device("cpu"), [f"data={data}"]))
+    parts = train_loops.bare_parts(family, copy.deepcopy(model), cfg, torch.device("cpu"))
     x = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)[0]
     torch.manual_seed(3)
     ours = model.negative_elbo(x)["loss"].mean() if family == "vae" else model.simple_loss(x)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from evaluation.card import CARD_FIELDS, weights_sha256
-from genbench.compare import group_records, load_records, main, to_csv, to_markdown
+from genbench.compare import load_records, main
+from genbench.table import group_records, to_csv, to_markdown
 
 CARD = {"features": "classifier", "weights_sha256": "ab" * 32, "resize": None, "num_generated": 5000,
         "reference": "mnist5k", "split": "val", "num_real": 500, "seed": 0, "metric_seed": 2020,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from genbench.compare import group_records, load_records, main, to_csv, to_markdown, wandb_records
+from genbench.compare import load_records, main, wandb_records
+from genbench.table import group_records, to_csv, to_markdown
 
 
 def _write(path, family, seed, fid, params=1_000_000, data="mnist5k", nll=None):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check, speed_probe
+from benchmarks import gpu_check, gpu_check_report, speed_probe
 from genbench.lecture import available_families
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,30 +29,30 @@ def test_without_cuda_it_says_skipped_and_writes_nothing(monkeypatch, capsys, tm
 
 def test_mfu_is_achieved_flops_over_the_bf16_dense_peak():
     # 30 GFLOP per training image at 5,000 images/s: 1.5e14 FLOP/s; on an H100 SXM (989 TFLOP/s) 15.17 %.
-    r = gpu_check.mfu(30e9, 5000, 989e12)
+    r = gpu_check_report.mfu(30e9, 5000, 989e12)
     assert r["achieved_flop_per_s"] == pytest.approx(1.5e14)
     assert r["mfu"] == pytest.approx(0.151668, rel=1e-5)
-    assert gpu_check.mfu(30e9, 5000, None)["mfu"] is None  # a GPU without a listed peak
+    assert gpu_check_report.mfu(30e9, 5000, None)["mfu"] is None  # a GPU without a listed peak
     names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,
              "NVIDIA A100-SXM4-80GB": 312e12, "NVIDIA A100 80GB PCIe": 312e12}  # fmt: skip
     for name, peak in names.items():
-        assert gpu_check.peak_bf16(name)[1] == peak, name
+        assert gpu_check_report.peak_bf16(name)[1] == peak, name
     for unknown in ("NVIDIA H100 NVL", "NVIDIA GeForce RTX 4090", "the CPU"):
-        assert gpu_check.peak_bf16(unknown) is None
+        assert gpu_check_report.peak_bf16(unknown) is None
 
 
 def test_curves_are_compared_after_smoothing():
-    assert gpu_check.smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.5, 2.5, 3.5]
+    assert gpu_check_report.smooth([1.0, 2.0, 3.0, 4.0], 2) == [1.5, 2.5, 3.5]
     # smoothed over 2 steps: ref 1, 1, 1 and test 1, 1.1, 1.2; the largest difference is at the last step
-    c = gpu_check.compare_curves([1.0, 1.0, 1.0, 1.0, 9.0], [1.0, 1.0, 1.2, 1.2], window=2)
+    c = gpu_check_report.compare_curves([1.0, 1.0, 1.0, 1.0, 9.0], [1.0, 1.0, 1.2, 1.2], window=2)
     assert c["steps"] == 4 and c["at_step"] == 4
     assert c["max_rel_diff"] == pytest.approx(0.2) and c["final_ref"] == 1.0 and c["final_test"] == pytest.approx(1.2)
     assert c["noise"] == 0.0  # the reference's last 2 steps are equal
     # noise: stdev of the last window (1, 3: √2) / √2 / its mean 2 = 0.5
-    assert gpu_check.compare_curves([1.0, 3.0, 1.0, 3.0], [1.0, 3.0, 1.0, 3.0], 2)["noise"] == pytest.approx(0.5)
-    assert gpu_check.compare_curves([], [1.0], 2)["skipped"]
+    assert gpu_check_report.compare_curves([1.0, 3.0, 1.0, 3.0], [1.0, 3.0, 1.0, 3.0], 2)["noise"] == pytest.approx(0.5)
+    assert gpu_check_report.compare_curves([], [1.0], 2)["skipped"]
     # a loss that crosses zero (the GAN's hinge loss): the difference over the curve's scale, not over |ref| there
-    assert gpu_check.compare_curves([2.0, 0.0, -2.0], [2.0, 0.02, -2.0], 1)["max_rel_diff"] == pytest.approx(0.01)
+    assert gpu_check_report.compare_curves([2.0, 0.0, -2.0], [2.0, 0.02, -2.0], 1)["max_rel_diff"] == pytest.approx(0.01)
 
 
 def test_the_full_run_fits_in_8_minutes_and_compares_bf16_compiled_with_fp32():
@@ -114,7 +114,7 @@ def test_cpu_dry_run_writes_a_record_of_every_part(dry_record):
 
 
 def test_render_reads_the_record(dry_record):
-    text = gpu_check.render(dry_record)
+    text = gpu_check_report.render(dry_record)
     assert "| part | result | target |" in text and "no GPU" in text
     for family in available_families():
         assert f"| {family} | `train/" in text
@@ -125,10 +125,10 @@ def test_render_reads_the_record(dry_record):
     gpu = json.loads(json.dumps(dry_record))
     gpu["machine"].update(gpu="NVIDIA H100 80GB HBM3", gpu_count=2)
     gpu["mfu"]["peak"] = {"device": "H100 SXM", "bf16_dense_flop_per_s": 989e12}
-    gpu["mfu"]["compiled"] = {"images_per_s": {"median": 12_000.0}, **gpu_check.mfu(37.3e9, 12_000.0, 989e12)}
+    gpu["mfu"]["compiled"] = {"images_per_s": {"median": 12_000.0}, **gpu_check_report.mfu(37.3e9, 12_000.0, 989e12)}
     gpu["ddp"] = {"gpus": 2, "vae": {"returncode": 0, "train_images_per_s": 51234.5, "skipped": False},
                   "gan": {"skipped": True, "reason": "time cap reached before this run"}}  # fmt: skip
-    text = gpu_check.render(gpu)
+    text = gpu_check_report.render(gpu)
     assert "45.3 %, met: 447.6 TFLOP/s of the H100 SXM's bf16 dense peak, 989 TFLOP/s (12,000 img/s × 37.3 GFLOP)" in text
     assert "vae: exit 0, 51234.5 img/s; gan: skipped: time cap reached before this run" in text
 

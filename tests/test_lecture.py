@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from genbench.compare import group_records, load_records
+from genbench.compare import load_records
+from genbench.table import group_records
 from tests.conftest import run_cli
 
 REPORT_FILES = ["report.md", "table.md", "table.csv", "samples.png", "forward_diffusion.png", "reverse_chain.png",

@@ -14,8 +14,9 @@ from evaluation.frechet import fid_of_resamples, moments
 from evaluation.manifold import _manifold_parts, manifold_metrics, manifold_resampled
 from evaluation.metrics import FID, IS, KID
 from evaluation.registry import Resamples
-from genbench.compare import Stat, group_records, load_records, significant, t_interval, to_csv, to_markdown
+from genbench.compare import load_records
 from genbench.errors import ConfigError
+from genbench.table import Stat, group_records, significant, t_interval, to_csv, to_markdown
 from tests.test_eval_loop import LikelihoodStub, MixtureStub, evaluate_stub, rings
 
 
