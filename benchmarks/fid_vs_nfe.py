@@ -15,8 +15,9 @@ lecture's ``<lecture out>/images/<job>/checkpoints/last.ckpt``. Without one, rin
 here with ``genbench-train``'s code (``experiment=lecture_2d``: tens of seconds each); mnist5k ones only
 with ``--train-mnist`` (``experiment=lecture``: minutes each), else that family is skipped on mnist5k.
 
-The check of issue 23: on mnist5k, DPM-Solver++(2M) at 20 NFE gives an FID at most 1.1× that of
-Algorithm 2 at 100 NFE, over the means of the ``--seeds`` sampling seeds (``eval.seed``; default 0,1,2).
+The check of issue 23: on mnist5k, SDE-DPM-Solver++(2M) at 20 NFE gives an FID at most 1.1× that of
+Algorithm 2 at 100 NFE, over the means of the ``--seeds`` sampling seeds (``eval.seed``; default 0,1,2);
+DPM-Solver++(2M)'s ODE form is reported beside it.
 Both points are evaluated with every seed; the rest of the curve with the first ``--curve-seeds`` of them
 (default: all on rings, one on mnist5k, where the full curve costs ~1,260 network calls per image).
 The ratio is computed on rings too, where it is only reported (FIDs there sit near the estimator's floor,
@@ -48,25 +49,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from benchmarks import RECORD_VERSION, common  # noqa: E402
+from benchmarks.fid_vs_nfe_report import plot  # noqa: E402
 
 NAME = "fid_vs_nfe"
 DATA = ("rings", "mnist5k")
 TARGET_NFES = (10, 20, 50, 100)
 #: The issue's check: (family, sampler, NFE) of the fast point and of the reference, and the largest ratio allowed.
-CHECK = {"family": "ddpm", "fast": ("dpmpp_2m", 20), "reference": ("ddpm", 100), "target": 1.1, "data": "mnist5k"}
+#: The target is on SDE-DPM-Solver++(2M), the lecture's DDPM sampler; the same ratio of the ODE form
+#: (``reported``, at the fast point's NFE) stands beside it without a target.
+CHECK = {"family": "ddpm", "fast": ("sde_dpmpp_2m", 20), "reference": ("ddpm", 100), "target": 1.1, "data": "mnist5k",
+         "reported": ("dpmpp_2m",)}  # fmt: skip
 #: The experiment a model missing for a data set is trained with (genbench-train's config groups).
 EXPERIMENT = {"rings": "lecture_2d", "mnist5k": "lecture"}
 #: Result keys kept per point (those a data set has; the others are null).
 KEYS = ("fid", "kid_mean", "precision", "recall", "modes_covered", "num_modes", "high_quality_share", "nfe",
         "sample_images_per_s", "eval_time_s")  # fmt: skip
-LABELS = {"ddpm": "Algorithm 2", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "sde_dpmpp_2m": "SDE-DPM-Solver++(2M)", "heun": "Heun (EDM)",
-          "euler": "Euler", "midpoint": "midpoint", ("flow", "heun"): "Heun"}  # fmt: skip
-
-
-def label(family: str, sampler: str) -> str:
-    return LABELS.get((family, sampler)) or LABELS.get(sampler, sampler)
-
-
 # --- what runs -----------------------------------------------------------------------------------------
 def family_samplers(family: str) -> tuple[str, tuple[str, ...]]:
     """The ``sample()`` keyword that picks the sampler, and every sampler of the family (its registry)."""
@@ -203,7 +200,7 @@ def evaluate_family(model: Any, family: str, data: str, num_samples: int, nfes: 
     model = model.to(device).eval()
     key, samplers = family_samplers(family)
     base_kwargs = {k: v for k, v in (cfg.sample_kwargs or {}).items() if v is not None and k not in (key, "steps")}
-    check_points = {chk["fast"], chk["reference"]} if family == chk["family"] else set()
+    check_points = set(check_points_of(chk)) if family == chk["family"] else set()
     points: dict[str, dict[str, Any]] = {}
     for sampler in samplers:
         points[sampler] = {}
@@ -241,8 +238,19 @@ def evaluate_family(model: Any, family: str, data: str, num_samples: int, nfes: 
             "samplers": points, "real_floor_fid": floor}  # fmt: skip
 
 
+def check_points_of(chk: dict[str, Any]) -> list[tuple[str, int]]:
+    """The (sampler, NFE) points evaluated with every seed: the check's fast point, its reference and the reported ones."""
+    return [chk["fast"], chk["reference"], *((s, chk["fast"][1]) for s in chk.get("reported", ()))]
+
+
+def reported_checks(curve: dict[str, Any], chk: dict[str, Any] = CHECK) -> list[dict[str, Any]]:
+    """The same ratio for each ``reported`` sampler at the fast point's NFE, without a target."""
+    out = [check(curve, {**chk, "fast": (s, chk["fast"][1])}) for s in chk.get("reported", ())]
+    return [{**k, "target": None, "met": None} for k in out if k]
+
+
 def check(curve: dict[str, Any], chk: dict[str, Any] = CHECK) -> dict[str, Any] | None:
-    """The issue's ratio: mean FID of DPM-Solver++(2M) at 20 NFE over that of Algorithm 2 at 100 NFE."""
+    """The issue's ratio: mean FID of SDE-DPM-Solver++(2M) at 20 NFE over that of Algorithm 2 at 100 NFE."""
     fam = curve["families"].get(chk["family"])
     if not fam or fam.get("skipped"):
         return None
@@ -266,96 +274,9 @@ def full_size_estimate(curve: dict[str, Any], full_n: int, seeds: int, curve_see
         for sampler, by_nfe in fam.get("samplers", {}).items():
             for target, p in by_nfe.items():
                 per_seed = statistics.fmean(p["eval_seconds"])
-                is_check = fam.get("family") == chk["family"] and (sampler, int(target)) in (chk["fast"], chk["reference"])
+                is_check = fam.get("family") == chk["family"] and (sampler, int(target)) in check_points_of(chk)
                 total += per_seed * (seeds if is_check else curve_seeds) * full_n / curve["num_samples"]
     return total
-
-
-# --- the figure -------------------------------------------------------------------------------------------
-def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
-    """FID against NFE (log-log), one panel per data set, one line per family/sampler; the real-sample floor dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.8 * len(curves), 3.8), squeeze=False)
-    styles = {"ddpm": "-", "flow": "--"}
-    markers = iter("os^vDP*X" * 2)
-    colors = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2)
-    look: dict[tuple[str, str], tuple[str, str]] = {}
-    for ax, (data, c) in zip(axes[0], curves.items(), strict=True):
-        for family, fam in c["families"].items():
-            if fam.get("skipped"):
-                continue
-            for sampler, by_nfe in fam["samplers"].items():
-                if (family, sampler) not in look:
-                    look[(family, sampler)] = (next(markers), next(colors))
-                m, col = look[(family, sampler)]
-                xs = [p["nfe"] for p in by_nfe.values()]
-                ys = [p["fid_mean"] for p in by_nfe.values()]
-                ax.plot(xs, ys, styles.get(family, "-") + m, color=col, ms=4,
-                        label=f"{family.upper()}: {label(family, sampler)}")  # fmt: skip
-        common.style_fid_nfe_axes(ax, c, data, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# --- docs/performance.md (rendered by benchmarks/render_docs.py) -----------------------------------------
-def target_rows(rec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """The record's rows of the targets table: the issue's ratio per data set (a target on mnist5k only)."""
-    from benchmarks.render_docs import _met, _x
-
-    rows = []
-    for data, c in rec["curves"].items():
-        k = None if c.get("skipped") else c.get("check")
-        if not k:
-            continue
-        pm = lambda m, s: f"{m:.3g}" + (f" ± {s:.2g}" if s is not None else "")  # noqa: E731
-        spread = [x for x in k["ratio_by_seed"] if x is not None]
-        seeds = len(k["seeds"])
-        fids = (f"{pm(k['fast_fid_mean'], k['fast_fid_std'])} vs {pm(k['reference_fid_mean'], k['reference_fid_std'])} = "
-                f"{_x(k['ratio'])}" + (f" (means of {seeds} sampling seeds; per seed {min(spread):.2f}–{max(spread):.2f}×)"
-                                      if seeds > 1 and spread else " (one sampling seed)"))  # fmt: skip
-        if c.get("real_floor_fid") is not None:
-            fids += f"; real samples {c['real_floor_fid']:.3g}"
-        model = c["families"][CHECK["family"]]["model"]["description"]
-        is_target = data == CHECK["data"]
-        rows.append((f"DPM-Solver++(2M) at {k['fast_nfe']} NFE vs Algorithm 2 at {k['reference_nfe']} NFE, FID, {data} "
-                     f"({model}, n = {c['num_samples']})", fids,
-                     f"≤ {_x(k['target'])}" if is_target else "reported", _met(k["met"]) if is_target else "—"))  # fmt: skip
-    return rows
-
-
-def detail_lines(rec: dict[str, Any]) -> list[str]:
-    """FID per sampler and target NFE, one table per data set."""
-    out = []
-    for data, c in rec["curves"].items():
-        if c.get("skipped"):
-            continue
-        nfes = rec["settings"]["nfes"]
-        cs = c.get("curve_seeds", 1)
-        out += ["", f"FID against NFE, {data} ({c['features']} features, n = {c['num_samples']}, "
-                f"{'mean of ' + str(cs) + ' sampling seeds' if cs > 1 else 'one sampling seed'}"
-                + (f"; real samples {c['real_floor_fid']:.3g}" if c.get("real_floor_fid") is not None else "")
-                + f"; `{rec['plot']}`; the NFE in brackets where no step count gives the target):", "",
-                "| family | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 2) + "|"]  # fmt: skip
-        for family, fam in c["families"].items():
-            if fam.get("skipped"):
-                out.append(f"| {family.upper()} | skipped: {fam['reason']} |" + " |" * len(nfes))
-                continue
-            for sampler, by_nfe in fam["samplers"].items():
-                cells = []
-                for n in nfes:
-                    p = by_nfe.get(str(n))
-                    cells.append("—" if p is None else f"{p['fid_mean']:.3g}" + ("" if p["nfe"] == n else f" ({p['nfe']})"))
-                out.append(f"| {family.upper()} | {label(family, sampler)} | " + " | ".join(cells) + " |")
-    return out
 
 
 # --- main ----------------------------------------------------------------------------------------------------
@@ -444,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             if all(f.get("skipped") for f in curve["families"].values()):
                 curves[data] = common.skipped("; ".join(f["reason"] for f in curve["families"].values()))
                 continue
-            curve["check"] = check(curve, chk)
+            curve["check"], curve["reported_checks"] = check(curve, chk), reported_checks(curve, chk)
             est = full_size_estimate(curve, args.full_samples, len(seeds), curve_seeds, chk)
             curve["full_size_estimate_s"] = round(est, 1)
             curves[data] = curve

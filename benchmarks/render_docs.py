@@ -27,9 +27,10 @@ from benchmarks import RECORD_VERSION  # noqa: E402
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 BENCHMARKS = ("train_overhead", "eval_throughput", "eval_vs_cleanfid", "sampling", "sampling_vs_diffusers", "scaling",
               "flops", "feature_cost", "fid_vs_nfe")  # fmt: skip
-#: Benchmarks whose script renders its own rows: name -> (targets-table rows, lines after the tables)
+#: Benchmarks whose script renders its own rows: name -> (targets-table rows, lines after the tables), each a
+#: function of benchmarks/<name>.py or, written "module.function", of benchmarks/<module>.py
 SELF_RENDERED = {"eval_vs_cleanfid": ("target_rows", None), "sampling_vs_diffusers": ("target_rows", None),
-                 "feature_cost": (None, "detail_lines"), "fid_vs_nfe": ("target_rows", "detail_lines")}  # fmt: skip
+                 "feature_cost": (None, "detail_lines"), "fid_vs_nfe": ("fid_vs_nfe_report.target_rows", "fid_vs_nfe_report.detail_lines")}  # fmt: skip
 
 
 def load_records(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
@@ -298,7 +299,8 @@ def _self_rendered(r: dict[str, dict[str, Any]], part: int, names: tuple[str, ..
     for name in names:
         fn = SELF_RENDERED[name][part]
         if name in r and fn:
-            out += getattr(importlib.import_module(f"benchmarks.{name}"), fn)(r[name])
+            module, _, fn = fn.rpartition(".")
+            out += getattr(importlib.import_module(f"benchmarks.{module or name}"), fn)(r[name])
     return out
 
 

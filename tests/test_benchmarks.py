@@ -338,7 +338,7 @@ def test_bare_loss_is_genbench_loss(family, data):
 def test_fid_vs_nfe_record(one_thread, records):
     """The quick path on rings models trained for 5 steps: every sampler of both families at each target NFE, with the
     NFE models/samplers.py and models/flow.py give for the chosen steps (Heun 2s − 1, midpoint 2s, the others s)."""
-    from benchmarks import fid_vs_nfe
+    from benchmarks import fid_vs_nfe, fid_vs_nfe_report
 
     out = records / "fid_vs_nfe_quick.json"
     argv = ["--quick", "--data", "rings", "--train-steps", "5", "--samples", "40", "--nfes", "4,10", "--check-nfes", "4,10",
@@ -348,7 +348,7 @@ def test_fid_vs_nfe_record(one_thread, records):
     rings = rec["curves"]["rings"]
     assert rings["num_samples"] == 40 and rings["features"] == "raw" and rings["seeds"] == [0, 1]
     fams = rings["families"]
-    assert set(fams["ddpm"]["samplers"]) == {"ddpm", "ddim", "dpmpp_2m", "heun"}
+    assert set(fams["ddpm"]["samplers"]) == {"ddpm", "ddim", "dpmpp_2m", "sde_dpmpp_2m", "heun"}
     assert set(fams["flow"]["samplers"]) == {"euler", "midpoint", "heun"}
     nfe_of = {("ddpm", "heun"): lambda s: 2 * s - 1, ("flow", "heun"): lambda s: 2 * s - 1, ("flow", "midpoint"): lambda s: 2 * s}
     for family, fam in fams.items():
@@ -363,17 +363,19 @@ def test_fid_vs_nfe_record(one_thread, records):
     assert {(t, p["steps"], p["nfe"]) for t, p in fams["ddpm"]["samplers"]["heun"].items()} == {("4", 2, 3), ("10", 5, 9)}
     assert fams["flow"]["samplers"]["midpoint"]["10"]["steps"] == 5
     # the check's two points with both seeds (the others with one), its ratio that of the seeds' means
-    fast, ref = fams["ddpm"]["samplers"]["dpmpp_2m"]["4"], fams["ddpm"]["samplers"]["ddpm"]["10"]
-    assert fast["seeds"] == ref["seeds"] == [0, 1] and fams["ddpm"]["samplers"]["ddim"]["4"]["seeds"] == [0]
+    fast, ref = fams["ddpm"]["samplers"]["sde_dpmpp_2m"]["4"], fams["ddpm"]["samplers"]["ddpm"]["10"]
+    assert fast["seeds"] == ref["seeds"] == fams["ddpm"]["samplers"]["dpmpp_2m"]["4"]["seeds"] == [0, 1] and fams["ddpm"]["samplers"]["ddim"]["4"]["seeds"] == [0]
     assert fast["fid_by_seed"][0] != fast["fid_by_seed"][1]  # another seed, other samples
     k = rings["check"]
     assert k["ratio"] == pytest.approx(fast["fid_mean"] / ref["fid_mean"]) and k["met"] == (k["ratio"] <= 1.1)
     assert rec["targets"]["ratio"] is None  # the target is on mnist5k, not run here
     assert rings["real_floor_fid"] > 0 and rings["full_size_estimate_s"] > 0
     assert (common.ROOT / rec["plot"] if not Path(rec["plot"]).is_absolute() else Path(rec["plot"])).is_file()
-    rows = fid_vs_nfe.target_rows(rec)
-    assert len(rows) == 1 and rows[0][2] == "reported" and "means of 2 sampling seeds" in rows[0][1]
-    lines = "\n".join(fid_vs_nfe.detail_lines(rec))
+    rows = fid_vs_nfe_report.target_rows(rec)  # the check, then the ODE form's ratio beside it
+    assert [r[2] for r in rows] == ["reported", "reported"] and "means of 2 sampling seeds" in rows[0][1]
+    assert rows[0][0].startswith("SDE-DPM-Solver++(2M) at 4 NFE vs Algorithm 2 at 10 NFE, FID, rings")
+    assert rows[1][0].startswith("DPM-Solver++(2M) at 4 NFE") and rings["reported_checks"][0]["fast"] == "dpmpp_2m@4"
+    lines = "\n".join(fid_vs_nfe_report.detail_lines(rec))
     assert "| DDPM | Heun (EDM) |" in lines and " (9) |" in lines and "| FLOW | midpoint |" in lines and "| FLOW | Heun |" in lines
     with pytest.raises(SystemExit, match="--check-nfes"):
         fid_vs_nfe.main(["--nfes", "10,20", "--check-nfes", "20,100", "--out", str(out)])
