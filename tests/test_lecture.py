@@ -26,7 +26,7 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
     tiny = ["seed=0", "trainer.max_steps=4", "eval.num_samples=64", "eval.val_num_samples=32",
             "eval.kid_subset_size=16", "eval.nll_samples=2", "trainer.enable_progress_bar=false", *SMALL_UNET]
     # 5e10 FLOPs: the GAN 4 steps, the DDPM with the small UNet 5, the VAE 15; the 2-D runs trainer.max_steps
-    r = run_cli("genbench-lecture", "--out", str(out), "--budget", "5e10", "--toy-data", "rings", "--", *tiny,
+    r = run_cli("genbench-lecture", "--out", str(out), "--budget", "5e10", "--toy-lanes", "2", "--", *tiny,
                 timeout=900, env=ONE_THREAD)  # fmt: skip
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     for name in REPORT_FILES:
@@ -49,7 +49,11 @@ def test_lecture_tiny_budget_writes_the_whole_report(tmp_path):
         steps[res["family"]] = res["steps"]
     assert steps == {"gan": 4, "vae": 15, "ddpm": 5}
     groups = group_records(load_records([out]))
-    assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings") for f in default_families()}
+    assert {(g.data, g.family) for g in groups} == {(d, f) for d in ("mnist5k", "rings", "grid") for f in default_families()}
+    # the 2-D data sets trained side by side, one lane (multirun) each, their output tagged line by line
+    for data in ("rings", "grid"):
+        assert len(list((out / "toy" / data).glob("*/results.json"))) == 3
+        assert f"+ [{data}] OMP_NUM_THREADS=1 " in r.stdout and f"[{data}] " in r.stdout.replace(f"+ [{data}]", "")
     # memorization of the training digits is scored for every family and tabulated, next to the nearest-image figure
     assert "copy rate ↓" in report and "authenticity ↑" in report and "C_T ↑" in report
     assert "![nearest_training](nearest_training.png)" in report
@@ -111,6 +115,7 @@ def test_bad_families_are_one_clear_error_before_training(tmp_path, monkeypatch,
     ("--toy-data", "rings,rings", "--toy-data 'rings,rings': a data set is named more than once"),
     ("--budget", "-1", "--budget -1: must be a finite number > 0 (the image comparison's budget.value: training FLOPs"),
     ("--budget", "inf", "--budget inf: must be a finite number > 0"),
+    ("--toy-lanes", "0", "--toy-lanes 0: must be an integer >= 1"),
 ])
 def test_bad_lecture_options_are_one_clear_error_before_training(tmp_path, monkeypatch, capsys, option, value, message):
     from genbench import lecture
@@ -120,6 +125,20 @@ def test_bad_lecture_options_are_one_clear_error_before_training(tmp_path, monke
     err = capsys.readouterr().err
     assert err.startswith("genbench-lecture: error: ") and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("toy", "requested", "cpus", "lanes", "threads"), [
+    (["rings", "grid"], None, 2, [["rings"], ["grid"]], 1),  # this machine: side by side, one thread each
+    (["rings", "grid"], None, 16, [["rings"], ["grid"]], 8),
+    (["rings", "grid"], None, 1, [["rings", "grid"]], 1),  # one core: one lane, as before
+    (["rings", "grid"], 1, 16, [["rings", "grid"]], 16),
+    (["rings"], None, 2, [["rings"]], 2),
+    (["rings", "grid"], 5, 2, [["rings"], ["grid"]], 1),  # never more lanes than data sets
+])
+def test_toy_lanes_split_the_data_sets_and_the_cores(toy, requested, cpus, lanes, threads):
+    from genbench.lecture import toy_lanes
+
+    assert toy_lanes(toy, requested, cpus) == (lanes, threads)
 
 
 def test_families_are_stripped_of_spaces(tmp_path, monkeypatch):
