@@ -250,6 +250,8 @@ class DPMSolverPP2M(Sampler):
     """
 
     name = "dpmpp_2m"
+    #: whether each step draws z ~ N(0, I) (the SDE form)
+    stochastic: ClassVar[bool] = False
 
     def iterate(self, eps_fn, schedule, x_T, steps, generator=None, clip=None):
         timesteps = self.timesteps(schedule, steps)
@@ -262,6 +264,7 @@ class DPMSolverPP2M(Sampler):
             x0 = (x - sigma_s * eps) / alpha_s  # data prediction x_θ(x_s, s) (eq. 4 solved for x_0)
             if clip is not None:
                 x0 = x0.clamp(*clip)
+            z = _randn_like(x, generator) if self.stochastic else None
             if t_next < 0:
                 x = x0  # first order to σ = 0: σ_t / σ_s = 0, e^{−h} = 0
             else:
@@ -271,53 +274,39 @@ class DPMSolverPP2M(Sampler):
                 else:
                     r = h_prev / h  # r_i = h_{i−1} / h_i
                     d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * x0_prev  # D_i (Algorithm 2, line 5)
-                x = (sigma_t / sigma_s) * x - alpha_t * math.expm1(-h) * d  # Algorithm 2, line 6
+                x = self.step(x, d, h, alpha_t, sigma_t / sigma_s, sigma_t, z)
                 h_prev = h
             x0_prev = x0
             yield x
+
+    def step(self, x: Tensor, d: Tensor, h: float, alpha_t: float, sigma_ratio: float, sigma_t: float,
+             z: Tensor | None) -> Tensor:  # fmt: skip
+        """x_t from x_s and D_i (``sigma_ratio`` = σ_t / σ_s): Algorithm 2, line 6."""
+        return sigma_ratio * x - alpha_t * math.expm1(-h) * d
 
 
 @register_sampler
-class SDEDPMSolverPP2M(Sampler):
+class SDEDPMSolverPP2M(DPMSolverPP2M):
     """SDE-DPM-Solver++(2M): DPM-Solver++(2M)'s data prediction and multistep correction (Lu et al. 2022)
     applied to the reverse SDE instead of the probability-flow ODE (diffusers' ``sde-dpmsolver++``,
-    k-diffusion's ``dpmpp_2m_sde``), on the same timesteps as :class:`DPMSolverPP2M`. Each step solves
-    the SDE's linear part exactly in λ and adds fresh noise:
+    k-diffusion's ``dpmpp_2m_sde``), on the same timesteps and with the same D_i. Each step solves the
+    SDE's linear part exactly in λ and adds fresh noise:
 
-        x_t = (σ_t / σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) D + σ_t √(1 − e^{−2h}) z,   z ~ N(0, I),
+        x_t = (σ_t / σ_s) e^{−h} x_s + α_t (1 − e^{−2h}) D_i + σ_t √(1 − e^{−2h}) z,   z ~ N(0, I).
 
-    with D = x̂_0 on the first step and D = x̂_0 + (x̂_0 − x̂_0,prev) / (2r) after it (r = h_prev / h,
-    the same midpoint correction as the ODE solver). The noise re-injected at every step corrects the
-    errors of an imperfect ε-network, as Algorithm 2's does, which the deterministic ODE cannot. The last
-    step lands on σ = 0 and returns x̂_0. One ``randn`` is drawn per step, the last one included (scaled
-    by σ = 0), as diffusers' ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` draws it,
-    which this equals sample by sample for the same generator (tests/test_samplers.py).
+    The noise re-injected at every step corrects the errors of an imperfect ε-network, as Algorithm 2's
+    does, which the deterministic ODE cannot. The last step lands on σ = 0 and returns x̂_0. One ``randn``
+    is drawn per step, the last one included (scaled by σ = 0), as diffusers'
+    ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")`` draws it, which this equals sample
+    by sample for the same generator (tests/test_samplers.py).
     """
 
     name = "sde_dpmpp_2m"
+    stochastic = True
 
-    def iterate(self, eps_fn, schedule, x_T, steps, generator=None, clip=None):
-        timesteps = self.timesteps(schedule, steps)
-        x, x0_prev, h_prev = x_T, None, None
-        for i in reversed(range(steps)):
-            t, t_next = timesteps[i], (timesteps[i - 1] if i > 0 else -1)
-            alpha_s, sigma_s = _alpha_sigma(schedule, t)
-            alpha_t, sigma_t = _alpha_sigma(schedule, t_next)
-            eps = eps_fn(x, _timestep(t, x))
-            x0 = (x - sigma_s * eps) / alpha_s  # data prediction x_θ(x_s, s) (eq. 4 solved for x_0)
-            if clip is not None:
-                x0 = x0.clamp(*clip)
-            z = _randn_like(x, generator)
-            if t_next < 0:
-                x = x0  # to σ = 0: e^{−h} = 0 and σ_t = 0, so x_t = α_t x̂_0 with α_t = 1
-            else:
-                h = math.log(alpha_t / sigma_t) - math.log(alpha_s / sigma_s)  # h_i = λ_{t_i} − λ_{t_{i−1}}
-                d = x0 if x0_prev is None else x0 + (x0 - x0_prev) / (2 * (h_prev / h))  # D_i, midpoint
-                decay = math.exp(-2 * h)  # e^{−2h}
-                x = (sigma_t / sigma_s * math.exp(-h)) * x + alpha_t * (1 - decay) * d + sigma_t * math.sqrt(1 - decay) * z
-                h_prev = h
-            x0_prev = x0
-            yield x
+    def step(self, x, d, h, alpha_t, sigma_ratio, sigma_t, z):
+        decay = math.exp(-2 * h)  # e^{−2h}
+        return (sigma_ratio * math.exp(-h)) * x + alpha_t * (1 - decay) * d + sigma_t * math.sqrt(1 - decay) * z
 
 
 @register_sampler
