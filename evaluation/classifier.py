@@ -24,7 +24,7 @@ from genbench.checks import integer_errors, positive_errors
 log = logging.getLogger("genbench.evaluation")
 
 #: Part of the cache key: bump when SmallCNN or its training changes.
-ARCH_VERSION = "lenet5-relu-v1"
+ARCH_VERSION = "lenet5-relu-v1-1thread"
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,23 @@ def train_classifier(
 ) -> tuple[SmallCNN, float]:
     """Train :class:`SmallCNN` with Adam and cross-entropy; returns it (eval mode) and its held-out accuracy."""
     num_classes = int(max(y_train.max().item(), y_val.max().item() if len(y_val) else 0)) + 1
+    threads = torch.get_num_threads()
+    # One CPU thread: the sums of a convolution's backward pass are split between threads, so the weights
+    # (and every FID in this feature space) would depend on how many threads the first run on a machine had.
+    torch.set_num_threads(1)
+    try:
+        net = _train(x_train, y_train, num_classes, settings, device)
+    finally:
+        torch.set_num_threads(threads)
+    net.eval()
+    with torch.no_grad():
+        h = torch.cat([net.body(x_train[i : i + 500].to(device)) for i in range(0, len(x_train), 500)])
+        net.feature_scale.fill_(h.square().mean().sqrt().clamp_min(1e-8).item())
+    acc = accuracy(net, x_val.to(device), y_val.to(device))
+    return net.requires_grad_(False), acc
+
+
+def _train(x_train: Tensor, y_train: Tensor, num_classes: int, settings: ClassifierSettings, device: torch.device) -> SmallCNN:
     with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG stream untouched
         torch.manual_seed(settings.seed)
         net = SmallCNN(x_train.shape[1], x_train.shape[-1], num_classes, settings.width, settings.feature_dim).to(device)
@@ -131,12 +148,7 @@ def train_classifier(
                 loss.backward()
                 opt.step()
                 sched.step()
-    net.eval()
-    with torch.no_grad():
-        h = torch.cat([net.body(x_train[i : i + 500].to(device)) for i in range(0, len(x_train), 500)])
-        net.feature_scale.fill_(h.square().mean().sqrt().clamp_min(1e-8).item())
-    acc = accuracy(net, x_val.to(device), y_val.to(device))
-    return net.requires_grad_(False), acc
+    return net
 
 
 def classifier_key(fingerprint: str, data_name: str, data_shape: tuple[int, ...], settings: ClassifierSettings) -> dict[str, Any]:
