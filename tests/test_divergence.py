@@ -97,7 +97,7 @@ def test_non_finite_weights_are_never_checkpointed(tiny_config, tmp_path, one_th
     from genbench.errors import TrainingDivergedError
 
     cfg = tiny_config("model=ddpm", "data=rings", "trainer.max_steps=8", "callbacks.model_checkpoint.every_n_train_steps=2",
-                      "+callbacks.poison._target_=tests.test_reliability.PoisonWeightsAt", "+callbacks.poison.step=6")
+                      "+callbacks.poison._target_=tests.test_divergence.PoisonWeightsAt", "+callbacks.poison.step=6")
     last = tmp_path / "checkpoints" / "last.ckpt"
     with pytest.raises(TrainingDivergedError, match=r"^ddpm training diverged: non-finite weights at step 6 in net\."):
         train(cfg)
