@@ -398,15 +398,3 @@ def scratch_dir(prefix: str = "genbench-bench-") -> Iterator[Path]:
         else:
             os.environ["GENBENCH_CACHE"] = saved
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def style_fid_nfe_axes(ax: Any, curve: dict[str, Any], title: str, fontsize: int) -> None:
-    """The axes of an FID-against-NFE panel (sampling.py, fid_vs_nfe.py): the real-sample floor, log-log
-    scales, the labels naming the feature space and n, the title and the legend."""
-    if curve.get("real_floor_fid"):
-        ax.axhline(curve["real_floor_fid"], color="grey", ls=":", label="real samples (floor)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel(f"FID ({curve['features']} features, n = {curve['num_samples']})")
-    ax.set_title(title, fontsize=fontsize)

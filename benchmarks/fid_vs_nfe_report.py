@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks import common
+from benchmarks import plots
 
 LABELS = {"ddpm": "Algorithm 2", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)", "sde_dpmpp_2m": "SDE-DPM-Solver++(2M)",
           "heun": "Heun (EDM)", "euler": "Euler", "midpoint": "midpoint", ("flow", "heun"): "Heun"}  # fmt: skip
@@ -40,14 +40,10 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
                 ys = [p["fid_mean"] for p in by_nfe.values()]
                 ax.plot(xs, ys, styles.get(family, "-") + m, color=col, ms=4,
                         label=f"{family.upper()}: {label(family, sampler)}")  # fmt: skip
-        common.style_fid_nfe_axes(ax, c, data, fontsize=10)
+        plots.style_fid_nfe_axes(ax, c, data, fontsize=10)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save_figure(fig, path)
 
 
 # --- docs/performance.md (rendered by benchmarks/render_docs.py) -----------------------------------------

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, plots  # noqa: E402
 from models.registry import family_names, family_spec  # noqa: E402
 
 SPEEDUP_TARGET, FID_TOLERANCE = 15.0, 0.10
@@ -213,14 +213,10 @@ def plot(curves: dict[str, dict[str, Any]], path: Path) -> Path:
         for name, p in pts.items():
             if name.startswith("ddpm"):
                 ax.plot(p["nfe"], p["fid"], "*", ms=12, color="tab:red", label=name.upper())
-        common.style_fid_nfe_axes(ax, c, f"{data}: {c['model']['description']}", fontsize=9)
+        plots.style_fid_nfe_axes(ax, c, f"{data}: {c['model']['description']}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
