@@ -18,8 +18,9 @@ with ``--train-mnist`` (``experiment=lecture``: minutes each), else that family 
 The check of issue 23: on mnist5k, SDE-DPM-Solver++(2M) at 20 NFE gives an FID at most 1.1× that of
 Algorithm 2 at 100 NFE, over the means of the ``--seeds`` sampling seeds (``eval.seed``; default 0,1,2);
 DPM-Solver++(2M)'s ODE form is reported beside it.
-Both points are evaluated with every seed; the rest of the curve with the first ``--curve-seeds`` of them
-(default: all on rings, one on mnist5k, where the full curve costs ~1,260 network calls per image).
+These points (and the ODE form's at the fast NFE) are evaluated with every seed; the rest of the curve with
+the first ``--curve-seeds`` of them (default: all on rings, one on mnist5k, where the full curve costs about
+1,500 network calls per image).
 The ratio is computed on rings too, where it is only reported (FIDs there sit near the estimator's floor,
 the FID of as many real training samples, which the record gives next to them).
 

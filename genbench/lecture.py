@@ -176,17 +176,16 @@ def toy_lanes(toy_data: list[str], requested: int | None = None, cpus: int | Non
     return groups, max(1, cpus // lanes)
 
 
-def _train_lanes(lanes: list[list[str]], threads: int) -> int:
-    """Run one ``genbench-train -m`` per lane at once (``lanes``: each lane's argument list), each with
-    ``threads`` OpenMP threads, their output interleaved line by line behind a ``[lane]`` tag; returns the
+def _train_lanes(lanes: dict[str, list[str]], threads: int) -> int:
+    """Run one ``genbench-train -m`` per lane at once (``lanes``: each lane's tag and argument list), each
+    with ``threads`` OpenMP threads, their output interleaved line by line behind its ``[tag]``; returns the
     largest exit status."""
     if len(lanes) == 1:
-        return _train(lanes[0])
+        return _train(next(iter(lanes.values())))
     env = {**os.environ, "OMP_NUM_THREADS": str(min(threads, int(os.environ.get("OMP_NUM_THREADS") or threads)))}
     procs = []
-    for args in lanes:
+    for tag, args in lanes.items():
         cmd = _train_cmd(args)
-        tag = next(a.split("=", 1)[1] for a in args if a.startswith("data="))
         print(f"+ [{tag}] OMP_NUM_THREADS={env['OMP_NUM_THREADS']} " + " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         pump = threading.Thread(target=_prefix_lines, args=(proc.stdout, f"[{tag}] "), daemon=True)
@@ -264,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.perf_counter()
             groups, threads = toy_lanes(toy_data, args.toy_lanes)
             quiet = ["trainer.enable_progress_bar=false"] if len(groups) > 1 else []  # interleaved bars are unreadable
-            code = _train_lanes([["experiment=lecture_2d", f"data={','.join(g)}", f"model={families}", *quiet,
-                                  f"hydra.sweep.dir={out}/toy" + (f"/{'_'.join(g)}" if len(groups) > 1 else ""),
-                                  *args.overrides] for g in groups], threads)  # fmt: skip
+            code = _train_lanes({",".join(g): ["experiment=lecture_2d", f"data={','.join(g)}", f"model={families}", *quiet,
+                                               f"hydra.sweep.dir={out}/toy" + (f"/{'_'.join(g)}" if len(groups) > 1 else ""),
+                                               *args.overrides] for g in groups}, threads)  # fmt: skip
             phases["toy"] = time.perf_counter() - tick
             if code:
                 return code

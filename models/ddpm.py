@@ -55,9 +55,8 @@ class DDPMConfig(FamilyConfig):
                                       doc="EMA of the weights, used to sample and for the bound (paper: 0.9999)")
     ema_warmup_steps: int = setting(10, ge=0, doc="ramps the decay as min(decay, (1+k)/(ema_warmup_steps+k)), so short "
                                                   "CPU runs still get a useful average")
-    sampler: str = setting("ddpm", choices=list(SAMPLERS), doc="the default sampler of model.sample(): ddpm "
-                                                               "(Algorithm 2), ddim, dpmpp_2m, sde_dpmpp_2m or heun "
-                                                               "(models/samplers.py)")
+    sampler: str = setting("ddpm", choices=list(SAMPLERS), doc="the default sampler of model.sample(): one of "
+                                                               "models/samplers.py's registry (ddpm: Algorithm 2)")
     sample_steps: int | None = setting(None, ge=1, null="all T steps", doc="steps of the default chain; null = all T")
     eta: float = setting(0.0, ge=0, hint="DDIM's η", doc="DDIM's η (0: deterministic)")
     sample_spacing: str = setting("linear", choices=SPACINGS, doc="timesteps of a shorter chain: linear, quadratic "
