@@ -62,8 +62,11 @@ class DDPMConfig(FamilyConfig):
     sample_spacing: str = setting("linear", choices=SPACINGS, doc="timesteps of a shorter chain: linear, quadratic "
                                                                   "(Song et al. 2021, App. D.2) or karras (EDM eq. 5)")
     clip_denoised: bool = setting(True, doc="clip x̂_0 to the data range while sampling images")
-    nll_batch_size: int = setting(4, ge=0, doc="held-out examples whose full bound (all T terms) is logged as "
-                                               "val/nll_bpd, every nll_every_n_val validations (0 = off)")
+    nll_strata: int | None = setting(100, ge=1, null="every term", doc="the bound's Σ L_{t−1} from one t per example "
+                                     "in each of at most this many log-spaced strata of t, weighted by their sizes "
+                                     "(unbiased; L_0 and L_T exact); null: all T terms (NoiseSchedule.bound_timesteps)")
+    nll_batch_size: int = setting(4, ge=0, doc="held-out examples whose bound is logged as val/nll_bpd, every "
+                                               "nll_every_n_val validations (0 = off)")
     nll_every_n_val: int = setting(10, ge=1, doc="validations between two val/nll_bpd")
     nll_chunk: int = setting(256, ge=1, doc="rows of the bound that go through the network at once")
     lr: float = setting(2e-4, gt=0, doc="Adam's learning rate after the warm-up (appendix B: 2e-4)")
@@ -89,7 +92,9 @@ class DDPM(GenerativeModule):
         ``sample_spacing``: ``linear`` or ``quadratic`` timesteps of a shorter chain, see
         :meth:`~models.diffusion.NoiseSchedule.timesteps`).
     clip_denoised: clip x̂_0 to the data range while sampling images (no effect on points).
-    nll_batch_size: held-out examples whose full bound is logged as ``val/nll_bpd`` (0 = off),
+    nll_strata: the bound's timesteps: ``null`` evaluates all T terms, an integer estimates their sum
+        from that many log-spaced strata, one draw each (:meth:`~models.diffusion.NoiseSchedule.bound_timesteps`).
+    nll_batch_size: held-out examples whose bound is logged as ``val/nll_bpd`` (0 = off),
         every ``nll_every_n_val`` validations; ``nll_chunk`` rows go through the net at once.
     lr, lr_warmup_steps: learning rate, reached linearly over the warm-up (paper: 2e-4, 5000).
     lr_decay: ``none`` keeps it constant afterwards (the paper); ``cosine`` multiplies it by
@@ -116,6 +121,7 @@ class DDPM(GenerativeModule):
         self.sample_spacing = hp.sample_spacing
         self.clip_denoised = bool(hp.clip_denoised)
         self.nll_batch_size, self.nll_every_n_val, self.nll_chunk = int(hp.nll_batch_size), int(hp.nll_every_n_val), int(hp.nll_chunk)
+        self.nll_strata = int(hp.nll_strata) if hp.nll_strata is not None else None
         self.lr_warmup_steps, self.lr_decay = int(hp.lr_warmup_steps), hp.lr_decay
         self.grad_clip = float(hp.grad_clip) if hp.grad_clip else None
         self._validations = 0
@@ -300,13 +306,15 @@ class DDPM(GenerativeModule):
     # --- the variational bound, eq. 5 ---------------------------------------------------
     @torch.no_grad()
     def nll_bpd(self, x0: Tensor, generator: torch.Generator | None = None, use_ema: bool = True) -> Tensor:
-        """The full variational bound −log p_θ(x_0) ≤ L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (eq. 5), in bits/dim.
+        """The variational bound −log p_θ(x_0) ≤ L_T + Σ_{t=2}^{T} L_{t−1} + L_0 (eq. 5), in bits/dim.
 
-        Every one of the T terms is evaluated, each with one draw x_t ~ q(x_t | x_0) (the bound
-        is an expectation over those draws); timesteps are batched ``nll_chunk`` rows at a time.
-        Images use the discretised decoder of §3.3 for L_0, so the result is comparable to the
-        VAE's bits/dim on the same 8-bit data; for 2-D points L_0 is a Gaussian density and the
-        value bounds the differential entropy instead.
+        Each term is evaluated with one draw x_t ~ q(x_t | x_0) (the bound is an expectation over those
+        draws). ``nll_strata: null`` evaluates all T terms; an integer estimates Σ L_{t−1} without bias
+        from one t per example in each log-spaced stratum (:meth:`NoiseSchedule.bound_timesteps`), whose
+        extra spread lands in the per-example values and so in their interval. Rows go through the
+        network ``nll_chunk`` at a time. Images use the discretised decoder of §3.3 for L_0, so the result
+        is comparable to the VAE's bits/dim on the same 8-bit data; for 2-D points L_0 is a Gaussian
+        density and the value bounds the differential entropy instead.
 
         Returns:
             ``[B]`` bits/dim, one per example.
@@ -318,18 +326,20 @@ class DDPM(GenerativeModule):
         x0 = x0.to(self.device)
         b = x0.shape[0]
         net = self.eval_net if use_ema else self.net
+        rows, weights = self.schedule.bound_timesteps(b, self.nll_strata, generator)  # [R, B], [R]
         total = self.schedule.prior_kl(x0).flatten(1).sum(1)  # L_T
         per_forward = max(1, self.nll_chunk // b)
         with self._eval_mode(net):
-            for start in range(0, self.T, per_forward):
-                ts = torch.arange(start, min(start + per_forward, self.T), device=self.device)
-                t = ts.repeat_interleave(b)
-                x = x0.repeat(len(ts), *([1] * (x0.ndim - 1)))
+            for start in range(0, len(rows), per_forward):
+                stop = min(start + per_forward, len(rows))
+                t = rows[start:stop].flatten()
+                x = x0.repeat(stop - start, *([1] * (x0.ndim - 1)))
                 x_t = self.schedule.q_sample(x, t, self.randn(*x.shape, generator=generator))
                 terms = self.schedule.vb_terms(
                     net(x_t, t), x, x_t, t, self.variance, discrete=self.data_range is not None
                 )
-                total = total + terms.flatten(1).sum(1).view(len(ts), b).sum(0)  # Σ L_{t−1} + L_0
+                # Σ L_{t−1} + L_0, each row weighted by the timesteps it stands for
+                total = total + (terms.flatten(1).sum(1).view(stop - start, b) * weights[start:stop, None]).sum(0)
         return nats_to_bits_per_dim(total, self.num_dims)
 
     # --- configuration checks -----------------------------------------------------------

@@ -20,6 +20,7 @@ The β schedules themselves (linear, cosine) are in :mod:`models.schedules`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -338,6 +339,32 @@ class NoiseSchedule(nn.Module):
         mean = self._gather(self.sqrt_alphas_cumprod, t, x0) * x0
         logvar = torch.log(self._gather(1.0 - self.alphas_cumprod, t, x0)).expand_as(x0)
         return gaussian_kl(mean, logvar, 0.0, 0.0)
+
+    def bound_timesteps(
+        self, batch: int, strata: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The rows of the bound's sum Σ_{t=2}^{T} L_{t−1} + L_0 (eq. 5): code timesteps ``[R, batch]``
+        and their weights ``[R]``, so that Σ_r w_r L(t_r) estimates the sum for every example.
+
+        ``strata: null`` (or ≥ T − 1): every term once, R = T, weights 1 — the sum itself. Otherwise
+        stratified sampling: L_0 (code t = 0) exactly, and code t = 1 … T−1 cut into at most ``strata``
+        log-spaced strata [e_j, e_{j+1}) (e_j = round(T^{j/strata}); strata narrower than a step merge,
+        so the first ones hold a single, exact term); in each, one t ~ Uniform per example, its term
+        weighted by the stratum's size. Every term is then counted with probability × weight = 1, so
+        the estimate is unbiased, and log spacing puts the draws where the terms are large and
+        change fast (they fall off about as 1/t).
+        """
+        device = self.betas.device
+        if strata is None or strata >= self.T - 1:
+            ts = torch.arange(self.T, device=device)
+            return ts[:, None].expand(self.T, batch), torch.ones(self.T, device=device)
+        edges = torch.logspace(0, math.log10(self.T), strata + 1, dtype=torch.float64).round().long().unique()
+        lo, size = edges[:-1], edges.diff()
+        u = torch.rand(len(lo), batch, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else device).cpu()  # fmt: skip
+        t = lo[:, None] + (u * size[:, None]).long().clamp(max=size[:, None] - 1)  # uniform in each stratum
+        t = torch.cat([torch.zeros(1, batch, dtype=torch.long), t])  # code t = 0: L_0, exact
+        return t.to(device), torch.cat([torch.ones(1, dtype=torch.long), size]).to(device, torch.get_default_dtype())
 
     def vb_terms(
         self, eps: Tensor, x0: Tensor, x_t: Tensor, t: Tensor, variance: str = "beta", discrete: bool = True

@@ -259,7 +259,7 @@ class PointOracle(nn.Module):
         return self.schedule.predict_eps(x_t, t, self.x0.expand_as(x_t))
 
 
-def ddpm(net, data_shape, T, variance="beta"):
+def ddpm(net, data_shape, T, variance="beta", nll_strata=None):
     model = DDPM(
         nn.Identity(),
         data_shape,
@@ -268,21 +268,23 @@ def ddpm(net, data_shape, T, variance="beta"):
         beta_end=0.2,
         variance=variance,
         ema_decay=None,
+        nll_strata=nll_strata,
         nll_chunk=4096,
     )
     model.net = net(model.schedule)
     return model
 
 
-@pytest.mark.parametrize("variance", ["beta", "posterior"])
-def test_vlb_of_perfect_predictor_on_1d_gaussian_is_analytic(variance):
+@pytest.mark.parametrize("variance,strata", [("beta", None), ("posterior", None), ("beta", 10)])
+def test_vlb_of_perfect_predictor_on_1d_gaussian_is_analytic(variance, strata):
     """E[L_T + Σ L_{t−1} + L_0] for x_0 ~ N(μ, s²) and ε_θ = E[ε | x_t], in closed form.
 
     With x̂_0 = E[x_0 | x_t] the model mean misses μ̃_t by coef1_t (x_0 − x̂_0), whose mean square is
     Var(x_0 | x_t) = s² (1 − ᾱ_t) / (ᾱ_t s² + 1 − ᾱ_t); each KL is then ½[log σ²/β̃ + β̃/σ² − 1 + coef1² Var / σ²].
+    The stratified estimate (10 strata for the 99 terms) has the same expectation.
     """
     mu, s_, T = 0.5, 0.3, 100
-    model = ddpm(lambda sch: GaussianOracle(sch, mu, s_), [1], T, variance)
+    model = ddpm(lambda sch: GaussianOracle(sch, mu, s_), [1], T, variance, nll_strata=strata)
     sch = model.schedule
     b = linear_betas(T, 1e-3, 0.2)
     ab = torch.cumprod(1 - b, 0)
@@ -333,6 +335,33 @@ def test_vlb_of_exact_predictor_on_8bit_images_is_analytic():
     )
     analytic_bpd = (prior + 4 * kl_per_dim + decoder) / (4 * math.log(2))
     assert model.nll_bpd(x0).item() == pytest.approx(analytic_bpd, rel=1e-3)
+
+    # Stratified (nll_strata): each term here is a function of t alone, so an estimate varies only with the
+    # drawn timesteps; over 4,000 examples its mean is the sum (unbiased), one estimate is not.
+    model.nll_strata = 8
+    estimates = model.nll_bpd(x0.expand(4000, -1, -1, -1), generator=torch.Generator().manual_seed(0))
+    assert estimates.std() > 0.01 * analytic_bpd  # the timesteps were drawn, not all taken
+    assert estimates.mean().item() == pytest.approx(analytic_bpd, abs=4 * estimates.std().item() / math.sqrt(4000))
+    assert estimates.mean().item() == pytest.approx(analytic_bpd, rel=5e-3)
+    model.nll_strata = T - 1  # strata of one timestep each: the sum itself
+    assert model.nll_bpd(x0).item() == pytest.approx(analytic_bpd, rel=1e-3)
+
+
+@pytest.mark.parametrize("strata", [1, 7, 100, 1000])
+def test_bound_timesteps_draw_one_t_per_stratum_with_the_strata_sizes_as_weights(strata):
+    """Row 0 is L_0 (code t = 0, weight 1); the strata partition code t = 1 … T−1, so the weights sum to T,
+    every drawn t lies in its own stratum, and the first, narrow strata are single exact timesteps."""
+    sch = NoiseSchedule.linear(1000)
+    t, w = sch.bound_timesteps(64, strata, torch.Generator().manual_seed(0))
+    assert t.shape == (len(w), 64) and w.sum().item() == 1000
+    assert (t[0] == 0).all() and w[0] == 1
+    hi = 1 + w[1:].cumsum(0)  # each stratum [lo, hi)
+    lo = hi - w[1:]
+    assert ((t[1:] >= lo[:, None]) & (t[1:] < hi[:, None])).all()
+    assert len(w) - 1 <= strata
+    if strata == 100:
+        assert len(w) == 76 and (w[1:11] == 1).all()  # 75 strata; t = 1 … 10 exactly
+        assert t[-1].unique().numel() > 1  # the widest stratum, [871, 1000), draws per example
 
 
 # --- the samplers, end to end, against the closed-form chain of Gaussian data ---------------------------
