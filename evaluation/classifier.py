@@ -116,15 +116,16 @@ def train_classifier(
     threads = torch.get_num_threads()
     # One CPU thread: the sums of a convolution's backward pass are split between threads, so the weights
     # (and every FID in this feature space) would depend on how many threads the first run on a machine had.
+    # The feature scale too: its mean over all training features is a reduction that threads split differently.
     torch.set_num_threads(1)
     try:
         net = _train(x_train, y_train, num_classes, settings, device)
+        net.eval()
+        with torch.no_grad():
+            h = torch.cat([net.body(x_train[i : i + 500].to(device)) for i in range(0, len(x_train), 500)])
+            net.feature_scale.fill_(h.square().mean().sqrt().clamp_min(1e-8).item())
     finally:
         torch.set_num_threads(threads)
-    net.eval()
-    with torch.no_grad():
-        h = torch.cat([net.body(x_train[i : i + 500].to(device)) for i in range(0, len(x_train), 500)])
-        net.feature_scale.fill_(h.square().mean().sqrt().clamp_min(1e-8).item())
     acc = accuracy(net, x_val.to(device), y_val.to(device))
     return net.requires_grad_(False), acc
 
