@@ -45,6 +45,7 @@ class EvalCallback(L.Callback):
         self._last_step = -1
         self._train_start: float | None = None
         self._eval_seconds = 0.0  # time spent evaluating, excluded from the training clock
+        self._deferred: tuple[int, float] | None = None  # (step, training seconds) of the curve's last point
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._train_start = time.perf_counter()
@@ -61,7 +62,8 @@ class EvalCallback(L.Callback):
     def eval_steps(self, trainer: L.Trainer) -> set[int]:
         """Steps of the evaluations during training besides every ``every_n_steps``-th: ``at_fractions`` of
         the run's planned steps (an images or FLOPs budget sets ``trainer.max_steps``) and the last step, so
-        that the curve ends with the same sample count as it runs (the final evaluation's is larger)."""
+        that the curve ends with the same sample count as it runs (the final evaluation's is larger). With the
+        final evaluation on, the last step's point is scored from the final evaluation's first samples."""
         planned = trainer.max_steps
         if not self.cfg.at_fractions or planned is None or planned <= 0:
             return set()
@@ -76,6 +78,12 @@ class EvalCallback(L.Callback):
         if not ((every > 0 and step % every == 0) or step in self.eval_steps(trainer)):
             return
         self._last_step = step
+        if step == trainer.max_steps and self.cfg.final and trainer.world_size == 1 \
+                and self.cfg.val_nll_samples == 0 and self.cfg.val_num_samples <= self.cfg.num_samples:  # fmt: skip
+            # The final evaluation at this same step scores its first val_num_samples samples as this point
+            # (Evaluator.evaluate's prefix): the same samples, drawn once.
+            self._deferred = (step, self._train_seconds())
+            return
         started = time.perf_counter()
         try:
             results = self._evaluate(pl_module, self.cfg.val_num_samples, self.cfg.val_nll_samples, bootstrap=0)
@@ -110,9 +118,9 @@ class EvalCallback(L.Callback):
         atomic_write_bytes(self.run_dir / SNAPSHOT_FILE, json.dumps({"step": step, **results}, default=str).encode())
 
     @rank_zero_only
-    def _append_history(self, trainer: L.Trainer, step: int, results: dict[str, Any]) -> None:
+    def _append_history(self, trainer: L.Trainer, step: int, results: dict[str, Any], time_s: float | None = None) -> None:
         """One line per evaluation in ``eval_history.jsonl``: training wall-clock (evaluations excluded), step, metrics."""
-        record = {"step": step, "time_s": self._train_seconds()}
+        record = {"step": step, "time_s": self._train_seconds() if time_s is None else time_s}
         record.update({k: v for k, v in results.items() if isinstance(v, (int, float))})
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "eval_history.jsonl", "a") as f:
@@ -124,12 +132,17 @@ class EvalCallback(L.Callback):
             if step == self.cfg.snapshot_step:
                 self._snapshot(trainer, pl_module, step)
             return
+        deferred, self._deferred = self._deferred, None
         try:
-            results = self._evaluate(pl_module, self.cfg.num_samples)
+            results = self._evaluate(pl_module, self.cfg.num_samples, prefix=self.cfg.val_num_samples if deferred else None)
         except EvaluationError as e:
             log.warning("final evaluation failed: %s", e)
             self.final_results = {"error": str(e)}
             return
+        if deferred is not None and self.evaluator.prefix_results is not None:  # the curve's last point, then the final
+            point_step, point_s = deferred
+            self._publish(trainer, self.evaluator.prefix_results, point_step, f"step{point_step:06d}", self.cfg.val_num_samples)
+            self._append_history(trainer, point_step, self.evaluator.prefix_results, point_s)
         self.final_results = results
         self.latest = logged_metrics(results)
         self._publish(trainer, results, trainer.global_step, "final")
@@ -147,20 +160,25 @@ class EvalCallback(L.Callback):
             results["eval_snapshot"] = json.loads(snapshot.read_text())
 
     def _evaluate(self, pl_module: L.LightningModule, n: int, nll_samples: int | None = None,
-                  bootstrap: int | None = None) -> dict[str, Any]:  # fmt: skip
-        """``bootstrap``: None for ``eval.bootstrap`` (the final protocol), 0 for none (the evaluations during training)."""
+                  bootstrap: int | None = None, prefix: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """``bootstrap``: None for ``eval.bootstrap`` (the final protocol), 0 for none (the evaluations during training);
+        ``prefix``: see :meth:`Evaluator.evaluate`."""
         assert self.evaluator is not None, "setup() builds the evaluator"
         self.evaluator.to(pl_module.device)
-        return self.evaluator.evaluate(ModelSource(pl_module, self.cfg.sample_kwargs), n, nll_samples, bootstrap=bootstrap)
+        source = ModelSource(pl_module, self.cfg.sample_kwargs)
+        return self.evaluator.evaluate(source, n, nll_samples, bootstrap=bootstrap, prefix=prefix)
 
     @rank_zero_only
-    def _publish(self, trainer: L.Trainer, results: dict[str, Any], step: int, name: str) -> None:
+    def _publish(self, trainer: L.Trainer, results: dict[str, Any], step: int, name: str, head: int | None = None) -> None:
+        """Log ``results``' metrics at ``step`` and save the sample grid ``samples/<name>.png`` (of the first
+        ``head`` samples when given: a prefix evaluation's)."""
         metrics = logged_metrics(results)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
         samples = self.evaluator.last_samples if self.evaluator is not None else None
         if samples is None:
             return
+        samples = samples[:head] if head is not None else samples
         path = save_samples_figure(samples, self.run_dir / "samples" / f"{name}.png", self.evaluator.reference)
         from lightning.pytorch.loggers import WandbLogger
 

@@ -36,7 +36,8 @@ class EvalConfig:
     every_n_steps: int = setting(0, ge=0, hint="0 disables evaluation during training",
                                  doc="evaluation during training: every this many steps (0: never)")
     at_fractions: list = setting([], doc="more evaluations during training, at these fractions (0 < f < 1) of the run's "
-                                         "planned steps (an images or FLOPs budget) and at its last step, with val_num_samples: "
+                                         "planned steps (an images or FLOPs budget) and at its last step, with val_num_samples "
+                                         "(the last step's from the final evaluation's first samples, when it runs): "
                                          "with budget.kind=flops every family is evaluated at the same training FLOPs")
     snapshot_step: int | None = setting(None, ge=1, null="none",
                                         doc="also evaluate with num_samples at this training step (results.json: "

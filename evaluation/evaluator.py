@@ -12,6 +12,7 @@ single-process result on the same samples.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -142,6 +143,7 @@ class Evaluator:
         self.real_cached = False
         self.fake_cached = False
         self.last_samples: Tensor | None = None
+        self.prefix_results: dict[str, Any] | None = None  # evaluate(prefix=...)'s results of the first samples
 
     # --- set-up -----------------------------------------------------------------------------
     def prepare(self) -> FeatureSpace:
@@ -225,7 +227,7 @@ class Evaluator:
             ])
 
     def evaluate(self, source: Any, num_samples: int | None = None, nll_samples: int | None = None,
-                 bootstrap: int | None = None) -> dict[str, Any]:  # fmt: skip
+                 bootstrap: int | None = None, prefix: int | None = None) -> dict[str, Any]:  # fmt: skip
         """Evaluate ``source`` with every registered metric; every process of a ``torch.distributed``
         group must call this.
 
@@ -236,6 +238,10 @@ class Evaluator:
             bootstrap: resamples behind the 95 % intervals (``ci``); default: ``cfg.bootstrap`` in an
                 evaluation of ``cfg.num_samples`` (the final one, genbench-evaluate's), 0 in one of another
                 size (those during training, of ``val_num_samples``).
+            prefix: also score the first ``prefix`` generated samples on their own, from the same draws (no
+                intervals, no bound), into :attr:`prefix_results`: an evaluation of ``prefix`` samples without
+                drawing them again. They are the samples such an evaluation draws when ``prefix`` is a multiple
+                of ``cfg.batch_size`` (each batch has its own seed), so the results are the same.
         Returns:
             the results dict: the keys of :func:`always_result_keys`, the keys of the metrics that apply
             (``nll_bpd`` for families with a likelihood, the mode metrics of 2-D mixtures, ...), the
@@ -262,16 +268,13 @@ class Evaluator:
             nll_samples=int(cfg.nll_samples if nll_samples is None else nll_samples),
             split_features=self.split_features if hasattr(ref, "datamodule") else None, bootstrap=bootstrap,
         )  # fmt: skip
-        states, skipped = [], []  # (spec, state) of the metrics that apply; the specs of those that do not
-        for spec in metric_specs():
-            if not (spec.default or spec.name in cfg.metrics):
-                continue
-            state = build_metric(spec, ctx)
-            if state is None:
-                skipped.append(spec)
-            else:
-                states.append((spec, state))
-        needs_samples = any("samples" in spec.needs for spec, _ in states)
+        states, skipped = self._states(ctx)
+        prefix = min(int(prefix), n) if prefix else 0
+        if prefix and prefix < 2:
+            raise ConfigError([f"prefix={prefix}: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"])
+        pctx = dataclasses.replace(ctx, num_samples=prefix, nll_samples=0, bootstrap=0, notes=[], protocol={})
+        prefix_states, prefix_skipped = self._states(pctx) if prefix else ([], [])
+        needs_samples = any("samples" in spec.needs for spec, _ in states + prefix_states)
 
         bs = cfg.batch_size
         n_batches = math.ceil(n / bs)
@@ -304,11 +307,43 @@ class Evaluator:
                 batch = Batch(features=features, logits=logits, samples=x)
                 for _, state in states:
                     state.update(batch)
+                if start < prefix:  # the rows of the first `prefix` samples
+                    k = min(size, prefix - start)
+                    head = Batch(features=features[:k], logits=None if logits is None else logits[:k],
+                                 samples=None if x is None else x[:k])  # fmt: skip
+                    for _, state in prefix_states:
+                        state.update(head)
             fake.store()
-            for _, state in states:
+            for _, state in states + prefix_states:
                 state.finish(source)
             seconds = self._max_over_ranks(elapsed)
 
+        self.prefix_results = None
+        if prefix:
+            pctx.notes.append(f"the first {prefix} of the {n} samples of an evaluation of {n} (its eval_time_s)")
+            self.prefix_results = self._results(prefix_states, prefix_skipped, pctx, source, prefix, 0, seconds * prefix / n,
+                                                start_time)  # fmt: skip
+        results = self._results(states, skipped, ctx, source, n, bootstrap, seconds, start_time)
+        self.last_samples = torch.cat(grid) if grid else None
+        return results
+
+    def _states(self, ctx: MetricContext) -> tuple[list[tuple[Any, Any]], list[Any]]:
+        """(spec, state) of the metrics that apply in ``ctx``; the specs of those that do not."""
+        states, skipped = [], []
+        for spec in metric_specs():
+            if not (spec.default or spec.name in self.cfg.metrics):
+                continue
+            state = build_metric(spec, ctx)
+            if state is None:
+                skipped.append(spec)
+            else:
+                states.append((spec, state))
+        return states, skipped
+
+    def _results(self, states: list[tuple[Any, Any]], skipped: list[Any], ctx: MetricContext, source: Any, n: int,
+                 bootstrap: int, seconds: float, start_time: float) -> dict[str, Any]:  # fmt: skip
+        """The results dict of one evaluation's finished metric states (see :meth:`evaluate`)."""
+        cfg, ref, rank = self.cfg, self.reference, ctx.rank
         results: dict[str, Any] = {"features": self.feature_name, "num_samples": n, "num_real": ctx.num_real}
         suffix = feature_space_spec(self.feature_name).key_suffix  # e.g. fd_dinov2 for FID in the DINOv2 space
         for spec in skipped:
@@ -321,14 +356,13 @@ class Evaluator:
             results["ci"] = self._intervals(states, Resamples.draw(n, bootstrap, cfg.metric_seed), suffix)
         results["sample_images_per_s"] = round(n / seconds, 2) if seconds > 0 and source.nfe is not None else None
         results["nfe"] = source.nfe
-        results["card"] = evaluation_card(cfg, space, ref, source, n, ctx.num_real)
-        results.update(space.info())
+        results["card"] = evaluation_card(cfg, ctx.space, ref, source, n, ctx.num_real)
+        results.update(ctx.space.info())
         results.update(
             data=ref.name, split=ref.split, **ctx.protocol, real_stats_cached=self.real_cached,
-            fake_features_cached=self.fake_cached, world_size=world,
+            fake_features_cached=self.fake_cached, world_size=ctx.world,
             eval_time_s=round(time.perf_counter() - start_time, 3), notes=ctx.notes,
         )  # fmt: skip
-        self.last_samples = torch.cat(grid) if grid else None
         return results
 
     def _intervals(self, states: list[tuple[Any, Any]], resamples: Resamples, suffix: str | None) -> dict[str, list[float]]:

@@ -95,6 +95,28 @@ def test_results_are_reproducible_and_training_rng_is_untouched():
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
 
+
+@pytest.mark.parametrize("prefix", [500, 400])
+def test_prefix_scores_the_first_samples_like_an_evaluation_of_that_size(prefix):
+    """``evaluate(n, prefix=k)`` also scores its first k samples: with k a multiple of the batch size those are the
+    samples an evaluation of k draws (one seed per batch), so every metric agrees; otherwise k are still scored."""
+    dm = rings()
+    stub = MixtureStub(dm.centers, dm.std, modes=[0, 1, 2])  # imperfect, so the metrics are not all at their optimum
+    ev = Evaluator(EvalConfig(batch_size=250, kid_subset_size=200, kid_subsets=20), DataReference(dm), device="cpu")
+    full = ev.evaluate(ModelSource(stub), 2000, bootstrap=50, prefix=prefix)
+    head = ev.prefix_results
+    assert full["num_samples"] == 2000 and "ci" in full and head["num_samples"] == prefix and head["bootstrap"] == 0
+    alone = ev.evaluate(ModelSource(stub), prefix, bootstrap=0)
+    assert ev.prefix_results is None
+    keys = ("fid", "kid_mean", "precision", "recall", "density", "coverage", "modes_covered", "high_quality_share", "is_mean")
+    if prefix % 250 == 0:
+        assert {k: head[k] for k in keys} == {k: alone[k] for k in keys}
+    else:  # the last batch's samples differ (a batch of 150 has its own noise); the same model is measured
+        assert head["modes_covered"] == alone["modes_covered"] == 3 and head["fid"] == pytest.approx(alone["fid"], rel=0.5)
+    assert head["fid"] != full["fid"] and head["nfe"] == full["nfe"] == 3
+    assert any(f"first {prefix} of the 2000" in note for note in head["notes"])
+
+
 # --- images, classifier feature space ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def mnist():

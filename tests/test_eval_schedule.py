@@ -33,6 +33,29 @@ def test_fractions_and_snapshot(tiny_config, tmp_path, one_thread):
     assert snapshot["fid"] != results["eval"]["fid"]
 
 
+
+def test_the_last_point_is_scored_from_the_final_evaluations_samples(tiny_config, tmp_path, one_thread, monkeypatch):
+    """The curve's point at the last step comes from the final evaluation's first val_num_samples samples (one
+    draw, not two): number for number the point a run without the final evaluation scores on its own."""
+    from evaluation.evaluator import Evaluator
+
+    calls = []
+    evaluate = Evaluator.evaluate
+    monkeypatch.setattr(Evaluator, "evaluate", lambda self, *a, **k: calls.append(a[1:2]) or evaluate(self, *a, **k))
+    args = (f"budget.value={IMAGES}", "eval.at_fractions=[0.5]", "eval.batch_size=32")
+    _run(tiny_config, tmp_path / "final", *args)
+    assert calls == [(32,), (64,)]  # step 4, then the final evaluation (which also scores step 8's point)
+    train(tiny_config("model=vae", "data=rings", "budget.kind=images", *args, "eval.final=false", "eval.num_samples=64",
+                      "eval.val_num_samples=32", run_dir=tmp_path / "alone"))  # fmt: skip
+    assert calls[2:] == [(32,), (32,)]
+    shared, alone = ([json.loads(line) for line in (tmp_path / d / "eval_history.jsonl").read_text().splitlines()]
+                     for d in ("final", "alone"))  # fmt: skip
+    assert [h["step"] for h in shared] == [h["step"] for h in alone] == [4, 8]
+    for key in ("fid", "precision", "recall", "density", "coverage", "num_samples"):
+        assert shared[1][key] == alone[1][key], key
+    assert shared[1]["time_s"] > shared[0]["time_s"] > 0
+
+
 def test_snapshot_at_the_last_step_is_the_final_evaluation(tiny_config, tmp_path, one_thread):
     results = _run(tiny_config, tmp_path, f"budget.value={256 * 3}", "eval.snapshot_step=3")
     snapshot = dict(results["eval_snapshot"])
