@@ -254,6 +254,10 @@ class Evaluator:
         n = source.length if source.length is not None else int(num_samples or cfg.num_samples)
         if n < 2:
             raise ConfigError([f"eval.num_samples={n}: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"])
+        self.prefix_results = None
+        prefix = min(int(prefix), n) if prefix else 0
+        if prefix and prefix < 2:
+            raise ConfigError([f"prefix={prefix}: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"])
         if bootstrap is None:
             bootstrap = cfg.bootstrap if int(num_samples or cfg.num_samples) == cfg.num_samples else 0
         if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
@@ -269,11 +273,10 @@ class Evaluator:
             split_features=self.split_features if hasattr(ref, "datamodule") else None, bootstrap=bootstrap,
         )  # fmt: skip
         states, skipped = self._states(ctx)
-        prefix = min(int(prefix), n) if prefix else 0
-        if prefix and prefix < 2:
-            raise ConfigError([f"prefix={prefix}: must be an integer >= 2 (FID is undefined for fewer than 2 samples)"])
-        pctx = dataclasses.replace(ctx, num_samples=prefix, nll_samples=0, bootstrap=0, notes=[], protocol={})
-        prefix_states, prefix_skipped = self._states(pctx) if prefix else ([], [])
+        prefix_states, prefix_skipped, pctx = [], [], None
+        if prefix:  # its own states over the same batches' first rows: no intervals, no bound
+            pctx = dataclasses.replace(ctx, num_samples=prefix, nll_samples=0, bootstrap=0, notes=[], protocol={})
+            prefix_states, prefix_skipped = self._states(pctx)
         needs_samples = any("samples" in spec.needs for spec, _ in states + prefix_states)
 
         bs = cfg.batch_size
@@ -318,8 +321,7 @@ class Evaluator:
                 state.finish(source)
             seconds = self._max_over_ranks(elapsed)
 
-        self.prefix_results = None
-        if prefix:
+        if pctx is not None:
             pctx.notes.append(f"the first {prefix} of the {n} samples of an evaluation of {n} (its eval_time_s)")
             self.prefix_results = self._results(prefix_states, prefix_skipped, pctx, source, prefix, 0, seconds * prefix / n,
                                                 start_time)  # fmt: skip

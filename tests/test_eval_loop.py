@@ -95,7 +95,6 @@ def test_results_are_reproducible_and_training_rng_is_untouched():
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
 
-
 @pytest.mark.parametrize("prefix", [500, 400])
 def test_prefix_scores_the_first_samples_like_an_evaluation_of_that_size(prefix):
     """``evaluate(n, prefix=k)`` also scores its first k samples: with k a multiple of the batch size those are the

@@ -33,7 +33,6 @@ def test_fractions_and_snapshot(tiny_config, tmp_path, one_thread):
     assert snapshot["fid"] != results["eval"]["fid"]
 
 
-
 def test_the_last_point_is_scored_from_the_final_evaluations_samples(tiny_config, tmp_path, one_thread, monkeypatch):
     """The curve's point at the last step comes from the final evaluation's first val_num_samples samples (one
     draw, not two): number for number the point a run without the final evaluation scores on its own."""
