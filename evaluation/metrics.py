@@ -163,7 +163,8 @@ class KID(KernelInceptionDistance):
 
     torch-fidelity's protocol: one ``np.random.RandomState(seed)`` draws, for every subset, the
     generated indices and then the real ones (without replacement). Kernels are computed in
-    float32 (as torch-fidelity), their sums in float64.
+    float32 (as torch-fidelity), their sums in float64; in few dimensions (2-D points) no kernel is
+    computed: the kernel's explicit feature map (:func:`poly_features`) is summed per subset, in float64.
     """
 
     def __init__(self, num_features: int, subsets: int = 100, subset_size: int = 1000, seed: int = 2020, **kwargs):
@@ -186,9 +187,15 @@ class KID(KernelInceptionDistance):
         real_idx = torch.from_numpy(np.stack([j for _, j in idx])).to(real.device)
         nf, nr, d = len(fake), len(real), fake.shape[1]
         pairs = nf * nf + nr * nr + nf * nr
-        # Kernel work of each route (float64 products counted twice): per subset, 3 m x m kernels; or the
-        # 3 full kernel matrices once, then one indicator product per subset and matrix.
-        if pairs * d + 2 * self.subsets * pairs < 3 * self.subsets * m * m * d:
+        # Work of each route (float64 products counted twice): per subset, 3 m x m kernels; or the 3 full
+        # kernel matrices once, then one indicator product per subset and matrix; or, in few dimensions, the
+        # kernel's explicit feature map once, then one indicator product per subset (no kernel at all).
+        per_subset = 3 * self.subsets * m * m * d
+        grams = pairs * d + 2 * self.subsets * pairs
+        explicit = (nf + nr) * poly_map_dim(d) * (1 + 2 * self.subsets)
+        if poly_map_dim(d) <= MAX_POLY_MAP_DIM and explicit < min(per_subset, grams):
+            mmds = mmd2_of_subsets_from_features(fake, real, fake_idx, real_idx)
+        elif grams < per_subset:
             mmds = mmd2_of_subsets_from_grams(fake, real, fake_idx, real_idx)
         else:
             chunk = max(1, int(2**20 // (m * m)))  # subsets per batched kernel evaluation (4 MiB of float32 each)
@@ -209,13 +216,18 @@ class KID(KernelInceptionDistance):
         real, fake = self.gathered
         n, d = fake.shape
         c = torch.cat([torch.ones(1, n, dtype=torch.float64), counts.double()]).to(fake.device)
-        total, _ = _subset_kernel_sums(fake, fake, c, c, same=True)
         k_ii = (fake.square().sum(1) / d + 1).pow(3).double()
+        if poly_map_dim(d) <= MAX_POLY_MAP_DIM:  # few dimensions: Σ c_i c_j k(y_i, y_j) = ‖Σ_i c_i φ(y_i)‖²
+            phi = poly_features(fake)
+            total = (c @ phi).square().sum(1)
+            h = phi @ poly_features(real).sum(0)  # Σ_a k(y_i, x_a) = φ(y_i)ᵀ Σ_a φ(x_a)
+        else:
+            total, _ = _subset_kernel_sums(fake, fake, c, c, same=True)
+            h = torch.zeros(n, dtype=torch.float64, device=fake.device)  # Σ_a k(y_i, x_a)
+            for i in range(0, n, TILE):
+                for j in range(0, len(real), TILE):
+                    h[i : i + TILE] += poly_kernel(fake[i : i + TILE], real[j : j + TILE]).sum(1, dtype=torch.float64)
         yy = (total - c.square() @ k_ii) / (n * n - c.square().sum(1))
-        h = torch.zeros(n, dtype=torch.float64, device=fake.device)  # Σ_a k(y_i, x_a)
-        for i in range(0, n, TILE):
-            for j in range(0, len(real), TILE):
-                h[i : i + TILE] += poly_kernel(fake[i : i + TILE], real[j : j + TILE]).sum(1, dtype=torch.float64)
         t = yy - 2 * (c @ h) / (n * len(real))
         return t[1:] - t[0]
 
@@ -253,6 +265,41 @@ def mmd2_of_subsets_from_grams(x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tenso
     s_yy, d_yy = _subset_kernel_sums(y, y, wy, wy, same=True, tile=tile)
     s_xy, _ = _subset_kernel_sums(x, y, wx, wy, same=False, tile=tile)
     return ((s_xx - d_xx) + (s_yy - d_yy)) / (m * (m - 1)) - 2 * s_xy / (m * m)
+
+
+#: Largest explicit feature map of the cubic kernel KID uses (1 + d + d² + d³ entries: d ≤ 9).
+MAX_POLY_MAP_DIM = 1024
+
+
+def poly_map_dim(d: int) -> int:
+    """Entries of :func:`poly_features` for ``d``-dimensional features: 1 + d + d² + d³."""
+    return 1 + d + d * d + d * d * d
+
+
+def poly_features(x: Tensor) -> Tensor:
+    """The cubic kernel's explicit feature map (float64): with u = x / √d,
+
+        k(x, y) = (xᵀy / d + 1)³ = Σ_{k=0..3} C(3, k) (uᵀv)^k = φ(x)ᵀφ(y),
+        φ(x) = [1, √3 u, √3 u⊗u, u⊗u⊗u]   (binomial expansion; ⟨u⊗u, v⊗v⟩ = (uᵀv)²),
+
+    ``[n, 1 + d + d² + d³]``: cheaper than any kernel matrix when d is small (2-D points: 15 entries)."""
+    u = x.double() / math.sqrt(x.shape[1])
+    u2 = (u[:, :, None] * u[:, None, :]).flatten(1)
+    u3 = (u2[:, :, None] * u[:, None, :]).flatten(1)
+    return torch.cat([torch.ones_like(u[:, :1]), math.sqrt(3) * u, math.sqrt(3) * u2, u3], 1)
+
+
+def mmd2_of_subsets_from_features(x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tensor) -> Tensor:
+    """:func:`unbiased_mmd2` of every subset pair ``(x[x_idx[s]], y[y_idx[s]])`` from the kernel's explicit
+    feature map (:func:`poly_features`), all in float64: with S = Σ_{a∈S_s} φ(x_a) and T = Σ_{b∈T_s} φ(y_b),
+
+        Σ_{a≠a'} k(x_a, x_a') = ‖S‖² − Σ_a k(x_a, x_a),   Σ_{a,b} k(x_a, y_b) = SᵀT."""
+    m = x_idx.shape[1]
+    wx, wy = _indicators(x_idx, len(x)), _indicators(y_idx, len(y))
+    s, t = wx @ poly_features(x), wy @ poly_features(y)
+    k_xx, k_yy = ((x.double().square().sum(1) / x.shape[1] + 1) ** 3), ((y.double().square().sum(1) / y.shape[1] + 1) ** 3)
+    off_diag = (s.square().sum(1) - wx @ k_xx) + (t.square().sum(1) - wy @ k_yy)
+    return off_diag / (m * (m - 1)) - 2 * (s * t).sum(1) / (m * m)
 
 
 def poly_kernel(x: Tensor, y: Tensor) -> Tensor:

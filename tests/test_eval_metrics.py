@@ -238,6 +238,34 @@ def test_tiled_knn_radii_and_ball_counts_equal_the_full_distance_matrix(chunk):
     torch.testing.assert_close(nearest, d_yx.min(1).values)
 
 
+@pytest.mark.parametrize("d", [1, 2, 5])
+def test_kid_from_the_kernels_feature_map_equals_the_per_subset_kernels(d):
+    """In few dimensions KID sums the cubic kernel's explicit feature map per subset instead of computing
+    kernels: the same MMD² per subset (float64 kernels as reference), and KID picks that route on 2-D points
+    (its answer then equals the per-subset kernels on its own subset draws)."""
+    from evaluation.metrics import mmd2_of_subsets_from_features, poly_features, unbiased_mmd2
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(300, d, generator=g, dtype=torch.float64) * 0.7 + 0.2, torch.randn(250, d, generator=g, dtype=torch.float64)
+    k = (x[:7] @ y[:5].T / d + 1) ** 3
+    torch.testing.assert_close(poly_features(x[:7]) @ poly_features(y[:5]).T, k, rtol=1e-12, atol=1e-12)
+    rng = np.random.RandomState(0)
+    x_idx = torch.from_numpy(np.stack([rng.choice(300, 100, replace=False) for _ in range(20)]))
+    y_idx = torch.from_numpy(np.stack([rng.choice(250, 100, replace=False) for _ in range(20)]))
+    per_subset = unbiased_mmd2(x[x_idx], y[y_idx])
+    torch.testing.assert_close(mmd2_of_subsets_from_features(x, y, x_idx, y_idx), per_subset, rtol=1e-10, atol=1e-12)
+    if d == 2:
+        kid = KID(2, subsets=20, subset_size=100, seed=7)
+        kid.update(y.float(), real=True)
+        kid.update(x.float(), real=False)
+        mean, std = kid.compute()
+        rng = np.random.RandomState(7)
+        draws = [(rng.choice(300, 100, replace=False), rng.choice(250, 100, replace=False)) for _ in range(20)]
+        mmds = unbiased_mmd2(x.float().double()[np.stack([a for a, _ in draws])], y.float().double()[np.stack([b for _, b in draws])])
+        torch.testing.assert_close((mean, std), (mmds.mean(), mmds.std(unbiased=False)), rtol=1e-10, atol=1e-12)
+        assert mean.item() > 0.01  # a shift of 0.2 and a scale of 0.7 per dimension
+
+
 def test_kid_from_full_kernel_matrices_equals_the_per_subset_kernels():
     """KID's two routes (3 kernels per subset, or the full kernel matrices once and 0/1 subset indicators)
     give the same MMD² per subset; the cheaper one is picked (here the full matrices, 24x faster)."""

@@ -86,7 +86,9 @@ def test_manifold_resamples_equal_a_direct_numpy_reference():
             assert float(got[key][b]) == pytest.approx(direct[key], abs=1e-12), key
 
 
-def test_is_and_kid_resamples_equal_direct_formulas():
+# KID's shift in 3 dimensions from the kernel's explicit feature map, in 11 (1,464 entries) from kernel tiles
+@pytest.mark.parametrize("d", [3, 11])
+def test_is_and_kid_resamples_equal_direct_formulas(d):
     g = torch.Generator().manual_seed(5)
     logits = 2 * torch.randn(40, 4, generator=g, dtype=torch.float64)
     m = IS(4, splits=4)
@@ -99,14 +101,14 @@ def test_is_and_kid_resamples_equal_direct_formulas():
         scores = [np.exp(np.mean(np.sum(q * (np.log(q) - np.log(q.mean(0))), 1))) for q in np.split(p, 4)]
         assert float(got[b]) == pytest.approx(np.mean(scores), rel=1e-10)
     # KID: the shift of the full-set MMD² (pairs of a sample with its own copy left out), brute force
-    real, fake = torch.randn(25, 3, generator=g), torch.randn(20, 3, generator=g) + 0.5
-    kid = KID(3, subsets=2, subset_size=10)
+    real, fake = torch.randn(25, d, generator=g), torch.randn(20, d, generator=g) + 0.5
+    kid = KID(d, subsets=2, subset_size=10)
     kid.update(real, real=True)
     kid.update(fake, real=False)
     kid.compute()
     r = Resamples.draw(20, 3, seed=7)
     got = kid.resampled_shift(r.counts())
-    kern = lambda a, b: (a @ b.T / 3 + 1) ** 3  # noqa: E731
+    kern = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
 
     def t(idx: np.ndarray) -> float:
         y, x = fake.double().numpy()[idx], real.double().numpy()
