@@ -216,7 +216,7 @@ class KID(KernelInceptionDistance):
         real, fake = self.gathered
         n, d = fake.shape
         c = torch.cat([torch.ones(1, n, dtype=torch.float64), counts.double()]).to(fake.device)
-        k_ii = (fake.square().sum(1) / d + 1).pow(3).double()
+        k_ii = poly_self_kernel(fake)
         if poly_map_dim(d) <= MAX_POLY_MAP_DIM:  # few dimensions: Σ c_i c_j k(y_i, y_j) = ‖Σ_i c_i φ(y_i)‖²
             phi = poly_features(fake)
             total = (c @ phi).square().sum(1)
@@ -289,6 +289,11 @@ def poly_features(x: Tensor) -> Tensor:
     return torch.cat([torch.ones_like(u[:, :1]), math.sqrt(3) * u, math.sqrt(3) * u2, u3], 1)
 
 
+def poly_self_kernel(x: Tensor) -> Tensor:
+    """k(x_a, x_a) = (‖x_a‖² / d + 1)³ for every row, in float64."""
+    return (x.double().square().sum(1) / x.shape[1] + 1) ** 3
+
+
 def mmd2_of_subsets_from_features(x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Tensor) -> Tensor:
     """:func:`unbiased_mmd2` of every subset pair ``(x[x_idx[s]], y[y_idx[s]])`` from the kernel's explicit
     feature map (:func:`poly_features`), all in float64: with S = Σ_{a∈S_s} φ(x_a) and T = Σ_{b∈T_s} φ(y_b),
@@ -297,8 +302,7 @@ def mmd2_of_subsets_from_features(x: Tensor, y: Tensor, x_idx: Tensor, y_idx: Te
     m = x_idx.shape[1]
     wx, wy = _indicators(x_idx, len(x)), _indicators(y_idx, len(y))
     s, t = wx @ poly_features(x), wy @ poly_features(y)
-    k_xx, k_yy = ((x.double().square().sum(1) / x.shape[1] + 1) ** 3), ((y.double().square().sum(1) / y.shape[1] + 1) ** 3)
-    off_diag = (s.square().sum(1) - wx @ k_xx) + (t.square().sum(1) - wy @ k_yy)
+    off_diag = (s.square().sum(1) - wx @ poly_self_kernel(x)) + (t.square().sum(1) - wy @ poly_self_kernel(y))
     return off_diag / (m * (m - 1)) - 2 * (s * t).sum(1) / (m * m)
 
 
