@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from genbench.checks import is_int, is_number
 from genbench.schema import setting
-from models.base import FamilyConfig, GenerativeModule, eval_mode
+from models.base import FamilyConfig, GenerativeModule, eval_mode, no_grad
 from models.diffusion import SPACINGS, VARIANCES, NoiseSchedule
 from models.distributions import nats_to_bits_per_dim
 from models.ema import EMA
@@ -131,11 +130,6 @@ class DDPM(GenerativeModule):
     def eval_net(self) -> nn.Module:
         """The network that samples and is evaluated: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.net
-
-    @contextmanager
-    def _eval_mode(self, net: nn.Module) -> Iterator[nn.Module]:
-        with eval_mode(net):
-            yield net
 
     # --- training: Algorithm 1 ----------------------------------------------------------
     def simple_loss(self, x0: Tensor, net: nn.Module | None = None) -> Tensor:
@@ -242,7 +236,7 @@ class DDPM(GenerativeModule):
             return [f"{option}.{message}" for message in str(e).split("; ")]
         return []
 
-    @torch.no_grad()
+    @no_grad
     def sample(
         self,
         n: int,
@@ -291,7 +285,7 @@ class DDPM(GenerativeModule):
         x = self.randn(n, *self.data_shape, generator=generator)  # x_T ~ N(0, I) (Algorithm 2, line 1)
         trajectory = [x] if return_trajectory else None
         net = self.eval_net if use_ema else self.net
-        with self._eval_mode(net):
+        with eval_mode(net):
             chain = method.iterate(net, self.schedule, x, steps, generator, clip)
             if progress:  # rich's track starts (and joins) a refresh thread even when disabled: ~0.5 ms a call
                 chain = track(chain, total=steps, description=f"{sampler} sampling")
@@ -329,7 +323,7 @@ class DDPM(GenerativeModule):
         rows, weights = self.schedule.bound_timesteps(b, self.nll_strata, generator)  # [R, B], [R]
         total = self.schedule.prior_kl(x0).flatten(1).sum(1)  # L_T
         per_forward = max(1, self.nll_chunk // b)
-        with self._eval_mode(net):
+        with eval_mode(net):
             for start in range(0, len(rows), per_forward):
                 stop = min(start + per_forward, len(rows))
                 t = rows[start:stop].flatten()

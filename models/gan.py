@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from genbench.schema import setting
-from models.base import FamilyConfig, GenerativeModule, eval_mode
+from models.base import FamilyConfig, GenerativeModule, eval_mode, no_grad
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
 
@@ -127,14 +127,16 @@ class GAN(GenerativeModule):
         """G(z) with the training generator, in its current mode: ``[B, *data_shape]``."""
         return self.generator(z).view(-1, *self.data_shape)
 
-    @contextmanager
-    def _sampling_generator(self, ema: bool | None):
-        """The generator used for samples: the EMA copy if kept, in eval mode (batch-norm running statistics)."""
-        use_ema = self.ema is not None if ema is None else bool(ema)
-        if use_ema and self.ema is None:
-            raise ValueError("sample(ema=True): this GAN keeps no EMA generator (model.ema=false)")
-        with eval_mode(self.ema.module if use_ema else self.generator) as net:
-            yield net
+    def _sampling_generator(self, ema: bool | None) -> nn.Module:
+        """The generator used for samples: the EMA copy if kept (run it in :func:`eval_mode`: batch-norm
+        running statistics)."""
+        average = self.ema  # a submodule: each read is a Python lookup, paid on every sampling call
+        if ema is None or ema:
+            if average is not None:
+                return average.module
+            if ema:
+                raise ValueError("sample(ema=True): this GAN keeps no EMA generator (model.ema=false)")
+        return self.generator
 
     # --- training ---------------------------------------------------------------------
     def discriminator_terms(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
@@ -217,7 +219,7 @@ class GAN(GenerativeModule):
         """
         real = self.batch_images(batch)
         z = self.randn(real.shape[0], self.latent_dim, generator=torch.Generator().manual_seed(batch_idx))
-        with self._sampling_generator(ema=None) as g:
+        with eval_mode(self._sampling_generator(ema=None)) as g:
             fake = g(z).view_as(real)
         self.log("val/d_real", self.discriminate(real).mean())
         self.log("val/d_fake", self.discriminate(fake).mean())
@@ -246,18 +248,21 @@ class GAN(GenerativeModule):
         return path
 
     # --- the contract -----------------------------------------------------------------
-    @torch.no_grad()
+    @no_grad
     def sample(
         self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **kwargs: Any
     ) -> Tensor:
         """G(z), z ~ N(0, I), in the data range; with the EMA generator when one is kept (``ema=None``)."""
-        return self.decode(self.randn(n, self.latent_dim, generator=generator), ema=ema)
+        return self._generate(self.randn(n, self.latent_dim, generator=generator), ema)
 
-    @torch.no_grad()
+    @no_grad
     def decode(self, z: Tensor, ema: bool | None = None) -> Tensor:
         """The sampling generator (EMA, eval mode) applied to given latents, in the data range."""
-        with self._sampling_generator(ema) as g:
-            return self.to_data_range(g(z.to(self.device)).view(-1, *self.data_shape))
+        return self._generate(z.to(self.device), ema)
+
+    def _generate(self, z: Tensor, ema: bool | None) -> Tensor:
+        with eval_mode(self._sampling_generator(ema)) as g:
+            return self.to_data_range(g(z).view(-1, *self.data_shape))
 
     @torch.no_grad()
     def fixed_samples(self) -> Tensor:

@@ -90,7 +90,8 @@ class Sampler:
         errors = steps_errors(steps, schedule.T)
         if errors:
             raise ValueError(errors[0])
-        return schedule.timesteps(steps, self.spacing).tolist()
+        return list(schedule.memo(("timesteps", steps, self.spacing),
+                                  lambda: tuple(schedule.timesteps(steps, self.spacing).tolist())))  # fmt: skip
 
     def iterate(
         self, eps_fn: EpsFn, schedule: NoiseSchedule, x_T: Tensor, steps: int,
@@ -184,7 +185,8 @@ class DDIMSampler(Sampler):
 
     def iterate(self, eps_fn, schedule, x_T, steps, generator=None, clip=None):
         timesteps = self.timesteps(schedule, steps)
-        coefficients = ddim_coefficients(schedule, timesteps, self.eta, x_T.dtype)
+        coefficients = schedule.memo(("ddim", tuple(timesteps), self.eta, x_T.dtype),
+                                     lambda: ddim_coefficients(schedule, timesteps, self.eta, x_T.dtype))  # fmt: skip
         x = x_T
         for i in reversed(range(steps)):
             eps = eps_fn(x, _timestep(timesteps[i], x))
@@ -203,7 +205,7 @@ class DDIMSampler(Sampler):
             yield x
 
 
-def ddim_coefficients(schedule: NoiseSchedule, timesteps: list[int], eta: float, dtype: torch.dtype) -> list[list[float]]:
+def ddim_coefficients(schedule: NoiseSchedule, timesteps: list[int], eta: float, dtype: torch.dtype) -> tuple[tuple[float, ...], ...]:
     """Per step i (from τ_i to τ_{i−1}, τ_{−1} = −1): 1/√ᾱ_t, √(1/ᾱ_t − 1), √ᾱ_prev, √(1 − ᾱ_prev − σ²), σ.
 
     Computed once per chain, for all steps together, as :meth:`NoiseSchedule.ddim_step` computes them
@@ -223,16 +225,18 @@ def ddim_coefficients(schedule: NoiseSchedule, timesteps: list[int], eta: float,
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).clamp(min=0).sqrt()  # eq. 16
     rows = [at(schedule.sqrt_recip_alphas_cumprod, t), at(schedule.sqrt_recipm1_alphas_cumprod, t),
             a_prev.sqrt(), (1 - a_prev - sigma**2).clamp(min=0).sqrt(), sigma]  # fmt: skip
-    return torch.stack(rows, 1).tolist()
+    return tuple(map(tuple, torch.stack(rows, 1).tolist()))
 
 
 # --- ODE solvers ------------------------------------------------------------------------------------
-def _alpha_sigma(schedule: NoiseSchedule, t: int) -> tuple[float, float]:
-    """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) in float64; t = −1 is the clean data (1, 0)."""
-    if t < 0:
-        return 1.0, 0.0
-    a = float(schedule.alphas_cumprod[t].double())
-    return math.sqrt(a), math.sqrt(1.0 - a)
+def _alpha_sigma(schedule: NoiseSchedule, timesteps: list[int]) -> dict[int, tuple[float, float]]:
+    """(α_t, σ_t) = (√ᾱ_t, √(1 − ᾱ_t)) in float64 for each of ``timesteps`` and t = −1, the clean data (1, 0)."""
+
+    def compute() -> dict[int, tuple[float, float]]:
+        a = schedule.alphas_cumprod[torch.tensor(timesteps, device=schedule.alphas_cumprod.device)].double().tolist()
+        return {-1: (1.0, 0.0), **{t: (math.sqrt(a_t), math.sqrt(1.0 - a_t)) for t, a_t in zip(timesteps, a, strict=True)}}
+
+    return schedule.memo(("alpha_sigma", tuple(timesteps)), compute)
 
 
 @register_sampler
@@ -255,11 +259,12 @@ class DPMSolverPP2M(Sampler):
 
     def iterate(self, eps_fn, schedule, x_T, steps, generator=None, clip=None):
         timesteps = self.timesteps(schedule, steps)
+        alpha_sigma = _alpha_sigma(schedule, timesteps)
         x, x0_prev, h_prev = x_T, None, None
         for i in reversed(range(steps)):
             t, t_next = timesteps[i], (timesteps[i - 1] if i > 0 else -1)
-            alpha_s, sigma_s = _alpha_sigma(schedule, t)
-            alpha_t, sigma_t = _alpha_sigma(schedule, t_next)
+            alpha_s, sigma_s = alpha_sigma[t]
+            alpha_t, sigma_t = alpha_sigma[t_next]
             eps = eps_fn(x, _timestep(t, x))
             x0 = (x - sigma_s * eps) / alpha_s  # data prediction x_θ(x_s, s) (eq. 4 solved for x_0)
             if clip is not None:

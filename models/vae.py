@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genbench.schema import setting
-from models.base import FamilyConfig, GenerativeModule
+from models.base import FamilyConfig, GenerativeModule, no_grad
 from models.distributions import gaussian_log_prob, nats_to_bits_per_dim, standard_normal_kl
 from models.likelihoods import LIKELIHOODS, make_likelihood
 
@@ -113,7 +113,7 @@ class VAE(GenerativeModule):
         return self.make_optimizer(self.parameters())
 
     # --- the contract -----------------------------------------------------------------
-    @torch.no_grad()
+    @no_grad
     def sample(self, n: int, generator: torch.Generator | None = None, **kwargs: Any) -> Tensor:
         """Decode z ~ N(0, I) and return the likelihood's mean in the data range."""
         z = self.randn(n, self.latent_dim, generator=generator)

@@ -114,3 +114,87 @@ def test_model_compile_takes_torch_compile_options(tiny_config):
     assert model.generator._compiled_call_impl is not None and model.discriminator._compiled_call_impl is not None
     out = model.generator(torch.randn(4, model.latent_dim))
     assert out.shape[0] == 4
+
+
+# --- the sampling call's own costs (issue 24: per-call overhead at batch 1) ---------------------------
+def test_no_grad_turns_gradients_off_for_the_call_and_restores_the_mode_after_errors_too():
+    from models.base import no_grad
+
+    seen = []
+
+    @no_grad
+    def f(fail=False):
+        seen.append(torch.is_grad_enabled())
+        if fail:
+            raise RuntimeError("boom")
+        return torch.ones(2, requires_grad=True) * 2
+
+    assert not f().requires_grad and seen == [False] and torch.is_grad_enabled()
+    with pytest.raises(RuntimeError, match="boom"):
+        f(fail=True)
+    assert torch.is_grad_enabled()
+    with torch.no_grad():
+        f()
+        assert not torch.is_grad_enabled()  # an outer no_grad stays on
+    assert f.__name__ == "f"
+
+
+def test_eval_mode_restores_every_modules_own_mode_and_leaves_an_eval_network_alone():
+    from models.base import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2), torch.nn.Dropout(0.5))
+    net.train()
+    net[1].eval()  # a frozen batch norm inside a training network
+    with eval_mode(net) as inside:
+        assert inside is net and not any(m.training for m in net.modules())
+    assert [m.training for m in net.modules()] == [True, True, False, True]
+    with pytest.raises(RuntimeError), eval_mode(net):
+        raise RuntimeError("the modes come back after an error too")
+    assert [m.training for m in net.modules()] == [True, True, False, True]
+    # a network whose own flag says eval (as .eval() leaves it) is not walked or changed
+    net.eval()
+    net[2].training = True
+    with eval_mode(net):
+        assert net[2].training
+    assert [m.training for m in net.modules()] == [False, False, False, True]
+
+
+def test_schedule_memo_is_reused_and_starts_afresh_when_the_buffers_change():
+    from models.diffusion import NoiseSchedule
+
+    schedule, calls = NoiseSchedule.linear(10), []
+
+    def compute():
+        calls.append(1)
+        return float(schedule.alphas_cumprod[3])
+
+    first = schedule.memo("k", compute)
+    assert schedule.memo("k", compute) == first and len(calls) == 1
+    schedule.load_state_dict(NoiseSchedule.cosine(10).state_dict())  # in place: a new version of ᾱ
+    assert schedule.memo("k", compute) == float(NoiseSchedule.cosine(10).alphas_cumprod[3]) != first
+    schedule.double()  # new storage and dtype
+    schedule.memo("k", compute)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_memoized_chain_constants_give_the_samples_of_a_fresh_model(sampler):
+    """sample() twice (the second call reads the memo) and a fresh copy's first call: bitwise the same samples;
+    after the schedule's buffers are loaded from another schedule, the samples follow the loaded buffers."""
+    from models.diffusion import NoiseSchedule
+
+    def draw(m):
+        return m.sample(16, generator=torch.Generator().manual_seed(0), sampler=sampler, steps=7, progress=False)
+
+    def fresh_copy(m):
+        copy, _, _ = common.build("ddpm", ["data=rings"])
+        copy.load_state_dict(m.state_dict())
+        return copy
+
+    model, _, _ = common.build("ddpm", ["data=rings"])
+    first, second = draw(model), draw(model)
+    assert torch.equal(first, second) and torch.equal(second, draw(fresh_copy(model)))
+    model.schedule.load_state_dict(NoiseSchedule.cosine(model.schedule.T).state_dict())
+    moved = draw(model)
+    assert not torch.equal(moved, first) and torch.equal(moved, draw(fresh_copy(model)))
+
