@@ -52,6 +52,10 @@ def load_average() -> dict[str, float]:
     return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2)}
 
 
+#: Whether :func:`setup` set glibc's malloc to keep freed memory (None: setup has not run).
+MALLOC_KEEPS_FREED_MEMORY: bool | None = None
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads, versions, the GPU if any and the load average now."""
     import lightning
@@ -66,6 +70,8 @@ def machine_info() -> dict[str, Any]:
         "lightning": lightning.__version__,
         "platform": platform.platform(),
         "gpu": None,
+        # glibc keeps freed blocks for reuse (genbench.runtime.keep_freed_memory), as in every genbench command
+        "malloc_keeps_freed_memory": MALLOC_KEEPS_FREED_MEMORY,
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
@@ -281,6 +287,10 @@ def setup(args: argparse.Namespace) -> torch.device:
     """Apply the common options; returns the device."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    from genbench.runtime import keep_freed_memory
+
+    global MALLOC_KEEPS_FREED_MEMORY
+    MALLOC_KEEPS_FREED_MEMORY = keep_freed_memory()  # as every genbench command runs: both sides of a comparison
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")

@@ -198,3 +198,41 @@ def test_memoized_chain_constants_give_the_samples_of_a_fresh_model(sampler):
     moved = draw(model)
     assert not torch.equal(moved, first) and torch.equal(moved, draw(fresh_copy(model)))
 
+
+# --- the allocator (genbench.runtime.keep_freed_memory) ------------------------------------------------
+_FAULTS = """
+import resource, sys, torch
+from genbench.runtime import keep_freed_memory
+tuned = keep_freed_memory() if sys.argv[1] == "tune" else None
+torch.set_num_threads(1)
+conv = lambda a, b: torch.nn.Conv2d(a, b, 3, padding=1)
+net = torch.nn.Sequential(conv(1, 16), torch.nn.SiLU(), conv(16, 32), torch.nn.SiLU(), conv(32, 16), torch.nn.SiLU(), conv(16, 1))
+x = torch.randn(64, 1, 28, 28)  # activations of 0.2-6.4 MiB, allocated and freed layer by layer
+with torch.no_grad():
+    for _ in range(10):
+        net(x)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        net(x)
+print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's malloc")
+def test_kept_freed_memory_takes_no_page_faults_for_reused_activations():
+    import os
+    import subprocess
+    import sys
+
+    def faults(mode, **env):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        out = subprocess.run([sys.executable, "-c", _FAULTS, mode], env={**clean, **env}, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+        return out[0], int(out[1])
+
+    tuned, few = faults("tune")
+    _, many = faults("as-is")
+    # as is, the activations arrive as fresh pages (86,000-89,000 page faults in 20 passes here); kept, they reuse
+    # the blocks freed by the pass before
+    assert tuned == "True" and few < 100 and many > 20_000
+    assert faults("tune", MALLOC_MMAP_THRESHOLD_="131072")[0] == "False"  # the user's own setting is left alone
