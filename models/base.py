@@ -62,6 +62,15 @@ def no_grad(fn: Callable[..., T]) -> Callable[..., T]:
     return without_grad
 
 
+def eval_call(net: torch.nn.Module, *args: Any) -> Any:
+    """``net(*args)`` in eval mode (:class:`eval_mode`), for a sampling call that is one forward pass: a network
+    already in eval mode is called directly, without a context's three Python calls."""
+    if not net.training:
+        return net(*args)
+    with eval_mode(net):
+        return net(*args)
+
+
 class eval_mode:  # noqa: N801 (used as a context manager, like torch.no_grad)
     """``with eval_mode(net) as net:`` ``net`` in eval mode for the block (sampling), every module's own mode
     restored after.

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from genbench.schema import setting
-from models.base import FamilyConfig, GenerativeModule, eval_mode, no_grad
+from models.base import FamilyConfig, GenerativeModule, eval_call, no_grad
 from models.ema import EMA
 from models.losses import GAN_LOSSES, gan_loss, gradient_penalty, r1_penalty
 
@@ -128,7 +128,7 @@ class GAN(GenerativeModule):
         return self.generator(z).view(-1, *self.data_shape)
 
     def _sampling_generator(self, ema: bool | None) -> nn.Module:
-        """The generator used for samples: the EMA copy if kept (run it in :func:`eval_mode`: batch-norm
+        """The generator used for samples: the EMA copy if kept (run it with :func:`eval_call`: batch-norm
         running statistics)."""
         average = self.ema  # a submodule: each read is a Python lookup, paid on every sampling call
         if ema is None or ema:
@@ -219,8 +219,7 @@ class GAN(GenerativeModule):
         """
         real = self.batch_images(batch)
         z = self.randn(real.shape[0], self.latent_dim, generator=torch.Generator().manual_seed(batch_idx))
-        with eval_mode(self._sampling_generator(ema=None)) as g:
-            fake = g(z).view_as(real)
+        fake = eval_call(self._sampling_generator(ema=None), z).view_as(real)
         self.log("val/d_real", self.discriminate(real).mean())
         self.log("val/d_fake", self.discriminate(fake).mean())
 
@@ -253,16 +252,13 @@ class GAN(GenerativeModule):
         self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **kwargs: Any
     ) -> Tensor:
         """G(z), z ~ N(0, I), in the data range; with the EMA generator when one is kept (``ema=None``)."""
-        return self._generate(self.randn(n, self.latent_dim, generator=generator), ema)
+        z = self.randn(n, self.latent_dim, generator=generator)
+        return self.to_data_range(eval_call(self._sampling_generator(ema), z).view(-1, *self.data_shape))
 
     @no_grad
     def decode(self, z: Tensor, ema: bool | None = None) -> Tensor:
         """The sampling generator (EMA, eval mode) applied to given latents, in the data range."""
-        return self._generate(z.to(self.device), ema)
-
-    def _generate(self, z: Tensor, ema: bool | None) -> Tensor:
-        with eval_mode(self._sampling_generator(ema)) as g:
-            return self.to_data_range(g(z).view(-1, *self.data_shape))
+        return self.to_data_range(eval_call(self._sampling_generator(ema), z.to(self.device)).view(-1, *self.data_shape))
 
     @torch.no_grad()
     def fixed_samples(self) -> Tensor:

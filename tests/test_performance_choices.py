@@ -140,9 +140,14 @@ def test_no_grad_turns_gradients_off_for_the_call_and_restores_the_mode_after_er
 
 
 def test_eval_mode_restores_every_modules_own_mode_and_leaves_an_eval_network_alone():
-    from models.base import eval_mode
+    from models.base import eval_call, eval_mode
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2), torch.nn.Dropout(0.5))
+    x = torch.randn(8, 2)
+    net.train()
+    expected = net.eval()(x)
+    net.train()
+    assert torch.equal(eval_call(net, x), expected) and net.training  # dropout off, running statistics, mode back
     net.train()
     net[1].eval()  # a frozen batch norm inside a training network
     with eval_mode(net) as inside:
