@@ -23,7 +23,9 @@
 2. **Per-call overhead of ``sample()``**: GAN, VAE and DDPM (one DDIM step) at batch 1 and 256, against
    the calls ``sample()`` makes, written by hand: z = randn, G(z); z = randn, likelihood mean of the
    decoder(z); x_T = randn, ε = net(x_T, T − 1), x̂_0 = (x_T − √(1 − ᾱ) ε) / √ᾱ. Target: sample() within a
-   few per cent of the bare calls at batch 256.
+   few per cent of the bare calls: 3 % at batch 256, 5 % at batch 1, where one call takes 0.5–7 ms and
+   every line of Python in ``sample()`` counts (the bare loop turns gradients off once, outside the loop).
+   Batch 1 gets more, shorter timings (the per-call differences are tens of µs).
 
 Sampling speed does not depend on the weights, so the networks are untrained. On the CPU the comparison
 is decided on this process's CPU time (one torch thread): other jobs on a shared machine inflate the wall
@@ -35,6 +37,7 @@ clock of both sides, and the interleaving makes the ratio fair on either clock.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,8 @@ import torch  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 
-RATIO_TARGET, OVERHEAD_TARGET = 1.0, 0.97  # genbench / diffusers images/s; bare-call time / sample() time
+RATIO_TARGET = 1.0  # genbench / diffusers images/s
+OVERHEAD_TARGET, OVERHEAD_TARGET_BATCH_1 = 0.97, 0.95  # bare-call time / sample() time, at the largest batch and at 1
 
 
 def timed(fn, device: torch.device) -> dict[str, float]:
@@ -81,10 +85,31 @@ def diffusers_sample(model: Any, scheduler: Any, set_kwargs: dict[str, Any], n: 
     return x.clamp(*model.data_range)
 
 
+class NetworkClock:
+    """CPU seconds spent inside ``net``'s forward calls (forward pre- and post-hooks), to split a chain into the
+    network's time and the sampler's own: both loops call the same network, so what differs is the rest."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.seconds, self._start = 0.0, 0.0
+        self.handles = [net.register_forward_pre_hook(self._enter), net.register_forward_hook(self._exit)]
+
+    def _enter(self, *_: Any) -> None:
+        self._start = time.process_time()
+
+    def _exit(self, *_: Any) -> None:
+        self.seconds += time.process_time() - self._start
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 def against_diffusers(model: Any, solvers: dict[str, int], batches: list[int], repeats: int,
                       device: torch.device) -> dict[str, Any]:  # fmt: skip
-    """images/s of genbench's ``sample()`` and diffusers' loop per solver and batch, interleaved; their ratio."""
+    """images/s of genbench's ``sample()`` and diffusers' loop per solver and batch, interleaved; their ratio; and
+    each chain's CPU seconds outside the network's calls (the sampler's own work)."""
     out: dict[str, Any] = {}
+    clock_net = NetworkClock(model.eval_net)  # two Python calls per network call, on both sides alike
     for solver, steps in solvers.items():
         name = f"{solver}-{steps}"
         scheduler, set_kwargs = diffusers_scheduler(solver, model, steps)
@@ -100,10 +125,19 @@ def against_diffusers(model: Any, solvers: dict[str, int], batches: list[int], r
                 return diffusers_sample(model, scheduler, set_kwargs, n, torch.Generator(device=device).manual_seed(0))
 
             a, b = ours(), theirs()  # warm-up, and the two results from the same x_T
-            cases = {"genbench": lambda f=ours: timed(f, device),
-                     "diffusers": lambda f=theirs: timed(f, device)}  # fmt: skip
-            # small batches take a fraction of a second per call: more repeats for the same total time
-            runs = common.interleaved(cases, repeats=repeats * (3 if n < 64 else 1), warmup=0)
+            outside: dict[str, list[float]] = {"genbench": [], "diffusers": []}
+
+            def case(f, name, outside=outside):
+                clock_net.seconds = 0.0
+                t = timed(f, device)
+                outside[name].append(t["cpu"] - clock_net.seconds)
+                return t
+
+            cases = {"genbench": lambda f=ours: case(f, "genbench"),
+                     "diffusers": lambda f=theirs: case(f, "diffusers")}  # fmt: skip
+            # small batches take a fraction of a second per call: more repeats for the same total time; large ones
+            # at least 5, as their ratio moves by 2-3 % from one 10-second chain to the next on the same code
+            runs = common.interleaved(cases, repeats=repeats * 3 if n < 64 else max(repeats, 5), warmup=0)
             ratio = common.ratio_per_clock(runs["diffusers"], runs["genbench"])  # seconds theirs / ours
             clock = common.primary_clock(device)
             out[name][f"batch_{n}"] = {
@@ -113,8 +147,12 @@ def against_diffusers(model: Any, solvers: dict[str, int], batches: list[int], r
                 "met": ratio[clock] >= RATIO_TARGET,
                 "ratio_per_repeat": [round(d[clock] / g[clock], 4) for g, d in zip(runs["genbench"], runs["diffusers"], strict=True)],
                 "max_abs_diff": float((a - b).abs().max()), "max_abs": float(b.abs().max()),
+                "cpu_s_outside_network": {k: common.summary(v) for k, v in outside.items()},
             }  # fmt: skip
-            print(f"{name} batch {n}: genbench/diffusers images/s {ratio[clock]:.3f} ({clock}), wall {ratio['wall']:.3f}", flush=True)
+            print(f"{name} batch {n}: genbench/diffusers images/s {ratio[clock]:.3f} ({clock}), wall {ratio['wall']:.3f}; "
+                  f"CPU s per chain outside the network {common.median(outside['genbench']):.4f} / "
+                  f"{common.median(outside['diffusers']):.4f}", flush=True)  # fmt: skip
+    clock_net.remove()
     return out
 
 
@@ -147,9 +185,15 @@ def bare_call(family: str, model: Any):
     return ddpm
 
 
-def per_call_overhead(models: dict[str, Any], batches: list[int], calls: dict[int, int], repeats: int,
+def overhead_target(n: int) -> float:
+    """The least bare-call time / ``sample()`` time allowed at batch ``n``."""
+    return OVERHEAD_TARGET_BATCH_1 if n == 1 else OVERHEAD_TARGET
+
+
+def per_call_overhead(models: dict[str, Any], batches: list[int], calls: dict[int, int], repeats: dict[int, int],
                       device: torch.device) -> dict[str, Any]:  # fmt: skip
-    """Seconds per ``sample(n)`` and per bare call for every family and batch (``calls[n]`` calls per timing)."""
+    """Seconds per ``sample(n)`` and per bare call for every family and batch (``calls[n]`` calls per timing,
+    ``repeats[n]`` interleaved timings)."""
     out: dict[str, Any] = {}
     for family, model in models.items():
         kw = {"sampler": "ddim", "steps": 1, "progress": False} if family == "ddpm" else {}
@@ -174,21 +218,30 @@ def per_call_overhead(models: dict[str, Any], batches: list[int], calls: dict[in
             a, b = ours(n, 1), theirs(n, 1)  # the same z: the same samples (x̂_0's coefficients differ in rounding)
             same = torch.equal(a, b) if family != "ddpm" else bool(torch.allclose(a, b, rtol=0, atol=1e-4))
             cases = {"sample": lambda f=ours: timed(f, device), "bare": lambda f=theirs: timed(f, device)}
-            runs = common.interleaved(cases, repeats=repeats, warmup=1)
+            runs = common.interleaved(cases, repeats=repeats[n], warmup=1)
             ratio = common.ratio_per_clock(runs["sample"], runs["bare"])  # sample() time / bare time
             clock = common.primary_clock(device)
             out[family][f"batch_{n}"] = {
                 "clock": clock, "calls_per_timing": k,
                 "ms_per_call_by_clock": {v: common.per_clock(r, lambda s, k=k: 1000 * s / k) for v, r in runs.items()},
                 "sample_over_bare": ratio[clock], "sample_over_bare_by_clock": ratio,
-                "same_samples": same,
+                "same_samples": same, "target": overhead_target(n), "met": ratio[clock] <= 1 / overhead_target(n),
             }  # fmt: skip
             print(f"{family} batch {n}: sample() / bare {ratio[clock]:.3f} ({clock}), wall {ratio['wall']:.3f}", flush=True)
-        out[family]["met"] = out[family][f"batch_{max(batches)}"]["sample_over_bare"] <= 1 / OVERHEAD_TARGET
+        out[family]["met"] = all(out[family][f"batch_{n}"]["met"] for n in batches)
     return out
 
 
 # --- docs/performance.md -----------------------------------------------------------------------------
+def _outside(d: dict[str, Any], n: int) -> str:
+    """The CPU seconds per chain outside the network's calls, where the record has them."""
+    o = d.get("cpu_s_outside_network")
+    if not o:
+        return ""
+    return (f"; CPU time per chain outside the network at batch {n}: genbench {o['genbench']['median']:.3f} s, "
+            f"diffusers {o['diffusers']['median']:.3f} s")
+
+
 def target_rows(rec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """The record's rows of the targets table (rendered by benchmarks/render_docs.py)."""
     from benchmarks.render_docs import _clock, _met, _n, _x
@@ -205,7 +258,7 @@ def target_rows(rec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{_n(ips['genbench'][b['clock']]['median'])} / {_n(ips['diffusers'][b['clock']]['median'])} img/s "
             f"({_clock(b['clock'])}) = {_x(b['ratio'], 3)} (repeats {min(b['ratio_per_repeat']):.3f}–"
             f"{max(b['ratio_per_repeat']):.3f}); wall clock {_x(b['ratio_by_clock']['wall'], 3)}; batch {batches[0]} "
-            f"{_x(s['ratio'], 3)} (wall {_x(s['ratio_by_clock']['wall'], 3)})",
+            f"{_x(s['ratio'], 3)} (wall {_x(s['ratio_by_clock']['wall'], 3)})" + _outside(b, batches[-1]),
             f"≥ {_x(b['target'])}", _met(b["met"])))  # fmt: skip
     for family, o in rec["overhead"].items():
         b, s = o[big], o[small]
@@ -219,7 +272,8 @@ def target_rows(rec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"Per-call overhead, {family.upper()} ({call}): `sample()` / the bare network call(s) it makes, images/s",
             f"batch {batches[-1]}: {ms(b)} = {_x(1 / b['sample_over_bare'], 3)}; batch {batches[0]}: {ms(s)} = "
             f"{_x(1 / s['sample_over_bare'], 3)} ({_clock(b['clock'])})",
-            f"≥ {_x(OVERHEAD_TARGET)} at batch {batches[-1]}", _met(o["met"])))  # fmt: skip
+            f"≥ {_x(b['target'])} at batch {batches[-1]}, ≥ {_x(s['target'])} at batch {batches[0]}",
+            _met(o["met"])))  # fmt: skip
     return rows
 
 
@@ -238,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.ddpm_overrides is None:
         args.ddpm_overrides = ["net.image.eps_net.ch=8", "net.image.eps_net.groups=4"] if args.quick else []
-    per_timing = 16 if args.quick else 256  # calls at batch 1 per timing: ~0.1 s or more
+    per_timing = 16 if args.quick else 64  # calls at batch 1 per timing: 30-450 ms
     calls = {n: max(2, per_timing // n) for n in args.batches}
+    overhead_repeats = {n: (8 if n == 1 else 3) * args.repeats for n in args.batches}
     import diffusers
 
     record = common.start_record("sampling_vs_diffusers", args, batches=args.batches, repeats=args.repeats,
@@ -249,12 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     record["against_diffusers"] = against_diffusers(ddpm, solvers, args.batches, args.repeats, device)
     models = {f: common.build(f, ["data=mnist5k"])[0].to(device).eval() for f in ("gan", "vae")}
     models["ddpm"] = ddpm
-    record["overhead"] = per_call_overhead(models, args.batches, calls, 3 * args.repeats, device)
+    record["overhead"] = per_call_overhead(models, args.batches, calls, overhead_repeats, device)
     big = f"batch_{max(args.batches)}"
     record["targets"] = {
         "ratio_target": RATIO_TARGET,
         "ratio_met": {k: v[big]["met"] for k, v in record["against_diffusers"].items()},
-        "overhead_target": f"sample() time <= bare time / {OVERHEAD_TARGET} at {big}",
+        "overhead_target": f"sample() time <= bare time / {OVERHEAD_TARGET} at batch > 1, / {OVERHEAD_TARGET_BATCH_1} at batch 1",
         "overhead_met": {f: o["met"] for f, o in record["overhead"].items()},
     }
     common.write_record(record, args)

@@ -143,7 +143,7 @@ register_family(FamilySpec(
 register_family(FamilySpec(
     name="flow", target="models.flow.FlowMatching", display_name="Flow matching", color="tab:orange", order=40,
     figures="models.flow.flow_figures", figure_names=("flow_path", "flow_trajectory"), sample_options=("solver", "steps"),
-    # Not in the default lecture: its image and 2-D runs would come on top of three families that already fill
-    # the 12-minute budget (docs/performance.md; make lecture FAMILIES=gan,vae,ddpm,flow adds it, docs/families.md).
+    # Not in the default lecture: its image and 2-D runs add about 6 minutes to the three families' 10 min 45 s,
+    # past the 12-minute budget (docs/performance.md; make lecture FAMILIES=gan,vae,ddpm,flow adds it, docs/families.md).
     in_lecture=False,
 ))  # fmt: skip

@@ -226,6 +226,11 @@ def test_sampling_vs_diffusers_record(one_thread, records):
         for b in ("batch_1", "batch_2"):
             _clocks_ok(d[b]["images_per_s_by_clock"]["genbench"])
             assert d[b]["ratio"] == d[b]["ratio_by_clock"]["cpu"] and d[b]["met"] == (d[b]["ratio"] >= 1.0)
+            # the network's time split off: what is left is the sampler's own, a small part of a chain's CPU time
+            outside = d[b]["cpu_s_outside_network"]
+            for side in ("genbench", "diffusers"):
+                chain_s = int(b[6:]) / d[b]["images_per_s_by_clock"][side]["cpu"]["median"]
+                assert 0 < outside[side]["median"] < 0.9 * chain_s
     # the same solver on the same x_T: DPM-Solver++ agrees sample by sample (a random UNet: x̂_0 of scale
     # 1/√ᾱ_T ≈ 150, float32 against float64 coefficients); DDIM's steps end 20 or 21 lower in diffusers
     dpm = rec["against_diffusers"]["dpmpp_2m-3"]["batch_2"]
@@ -234,7 +239,9 @@ def test_sampling_vs_diffusers_record(one_thread, records):
         o = rec["overhead"][fam]
         assert o["batch_1"]["same_samples"] and o["batch_2"]["same_samples"]  # sample() computes what the bare calls do
         _clocks_ok(o["batch_2"]["ms_per_call_by_clock"]["sample"])
-        assert o["met"] == (o["batch_2"]["sample_over_bare"] <= 1 / sampling_vs_diffusers.OVERHEAD_TARGET)
+        assert o["batch_1"]["target"] == sampling_vs_diffusers.OVERHEAD_TARGET_BATCH_1 == 0.95
+        assert o["met"] == (o["batch_2"]["sample_over_bare"] <= 1 / sampling_vs_diffusers.OVERHEAD_TARGET
+                            and o["batch_1"]["sample_over_bare"] <= 1 / 0.95)  # fmt: skip
 
 
 def test_ddim_sampler_is_bitwise_ddim_step(one_thread):
