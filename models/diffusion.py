@@ -21,6 +21,7 @@ The β schedules themselves (linear, cosine) are in :mod:`models.schedules`.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -103,7 +104,8 @@ class NoiseSchedule(nn.Module):
     # --- what sampling chains derive from the schedule ---------------------------------------
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         """``compute()``, computed once per ``key`` for as long as the buffers are the same tensors with the
-        same values (ᾱ stands for them all: they are made, moved and loaded together).
+        same values (ᾱ stands for them all: they are made, moved and loaded together). The memo holds ᾱ by a
+        weak reference, so a tensor that merely reuses a freed ᾱ's memory is not taken for it.
 
         A chain's timesteps and per-step coefficients depend only on its settings, so every ``sample()``
         call with the same settings reuses them: computing them took 0.6 ms of small tensor operations per
@@ -111,14 +113,19 @@ class NoiseSchedule(nn.Module):
         ``load_state_dict`` give ᾱ new storage or a new version, and the memo starts afresh.
         """
         a = self.alphas_cumprod
-        stamp = (a.device, a.dtype, a.data_ptr(), a._version)
-        stamped = self.__dict__.get("_memo")
-        if stamped is None or stamped[0] != stamp:
-            stamped = self.__dict__["_memo"] = (stamp, {})
-        values = stamped[1]
+        stamped = self.__dict__.get("_memo")  # (a weak reference to ᾱ, its version, the values)
+        if stamped is None or stamped[0]() is not a or stamped[1] != a._version:
+            stamped = self.__dict__["_memo"] = (weakref.ref(a), a._version, {})
+        values = stamped[2]
         if key not in values:
             values[key] = compute()
         return values[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the memo (it holds a weak reference; a copy computes its own)."""
+        state = self.__dict__.copy()
+        state.pop("_memo", None)
+        return state
 
     # --- constructors ---------------------------------------------------------------------
     @classmethod

@@ -180,6 +180,11 @@ def test_schedule_memo_is_reused_and_starts_afresh_when_the_buffers_change():
     schedule.double()  # new storage and dtype
     schedule.memo("k", compute)
     assert len(calls) == 3
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(schedule), pickle.loads(pickle.dumps(schedule))):  # a copy computes its own
+        assert twin.memo("k", lambda: "fresh") == "fresh" and schedule.memo("k", compute) != "fresh"
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
