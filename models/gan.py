@@ -252,13 +252,16 @@ class GAN(GenerativeModule):
         self, n: int, generator: torch.Generator | None = None, ema: bool | None = None, **kwargs: Any
     ) -> Tensor:
         """G(z), z ~ N(0, I), in the data range; with the EMA generator when one is kept (``ema=None``)."""
-        z = self.randn(n, self.latent_dim, generator=generator)
-        return self.to_data_range(eval_call(self._sampling_generator(ema), z).view(-1, *self.data_shape))
+        return self._generate(self.randn(n, self.latent_dim, generator=generator), ema)
 
     @no_grad
     def decode(self, z: Tensor, ema: bool | None = None) -> Tensor:
         """The sampling generator (EMA, eval mode) applied to given latents, in the data range."""
-        return self.to_data_range(eval_call(self._sampling_generator(ema), z.to(self.device)).view(-1, *self.data_shape))
+        return self._generate(z.to(self.device), ema)
+
+    def _generate(self, z: Tensor, ema: bool | None) -> Tensor:
+        """G(z) on the model's device, with the sampling generator in eval mode, in the data range."""
+        return self.to_data_range(eval_call(self._sampling_generator(ema), z).view(-1, *self.data_shape))
 
     @torch.no_grad()
     def fixed_samples(self) -> Tensor:
